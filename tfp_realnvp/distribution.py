@@ -1,0 +1,237 @@
+"""RealNVP as a TFP distribution: a standard normal pushed through the chain.
+
+    x = loc + scale * g(z),   z ~ N(0, I),
+
+where ``g`` is the chain of affine couplings of :func:`real_nvp_bijector` and
+``(loc, scale)`` is a fixed per-dimension affine map set from the training data
+(:meth:`RealNVP.adapt`).  By the change of variables,
+
+    log p(x) = log N(f(u); 0, I) + log|det df/du| - sum(log scale),
+    u = (x - loc) / scale,   f = g^{-1},
+
+so ``log_prob`` is a density of the data in the units the user passed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_realnvp.bijectors import coupling_names, real_nvp_bijector
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["RealNVP"]
+
+_FLOW_NAME = "real_nvp"
+
+
+class RealNVP(tfd.TransformedDistribution):
+  """A trainable RealNVP normalizing flow over ``R^event_size``.
+
+  A ``tfd.TransformedDistribution`` of a standard normal base, so every TFP
+  method works: ``log_prob``, ``prob``, ``sample``, ``sample_and_log_prob``,
+  ``event_shape`` (``[event_size]``), ``batch_shape`` (``[]``).  Its
+  ``trainable_variables`` are the coupling networks' weights, complete right
+  after construction; the normalizing ``loc``/``scale`` are non-trainable
+  variables (saved in checkpoints, untouched by optimizers).
+
+  ``flow.bijector`` maps latent to data space: ``Chain([Shift(loc),
+  Scale(scale), couplings])``; ``flow.flow_bijector`` is the couplings alone.
+
+  Example:
+
+  ```python
+  import tensorflow_probability as tfp
+  import tfp_realnvp
+
+  x = tfp_realnvp.datasets.moons(5000, noise=0.05)
+  flow = tfp_realnvp.RealNVP(event_size=2)
+  tfp_realnvp.fit(flow, x, steps=500)        # sets loc/scale from x, then trains
+  flow.log_prob(x[:3]), flow.sample(4, seed=1)
+  ```
+
+  Args:
+    event_size: number of dimensions of an event, at least 2.
+    num_couplings: number of affine couplings.
+    hidden_units: hidden widths of each coupling network.
+    activation: hidden activation.
+    permutation: ``"reverse"`` or ``"random"`` permutations between couplings.
+    log_scale_bound: soft bound on each coupling's log-scale, ``None`` for
+      unbounded.
+    conditional_size: size of a conditioning vector, 0 for an unconditional
+      flow.  A conditional flow takes ``conditional_input=c`` in
+      ``log_prob``/``sample`` and routes it to every coupling.
+    loc, scale: initial normalization (defaults 0 and 1; see :meth:`adapt`).
+    seed: seed of random permutations.
+    dtype: ``tf.float32`` or ``tf.float64``.
+    validate_args: turn on TFP's argument checks in every bijector.
+    name: name of the distribution.
+    bijector: a chain made by an earlier instance with the same settings, to
+      share its weights (``copy()`` uses this); built afresh when ``None``.
+  """
+
+  def __init__(self,
+               event_size: int,
+               num_couplings: int = 8,
+               hidden_units: Sequence[int] = (128, 128),
+               activation="relu",
+               *,
+               permutation: str = "reverse",
+               log_scale_bound: float | None = 3.0,
+               conditional_size: int = 0,
+               loc=None,
+               scale=None,
+               seed: int | None = None,
+               dtype=tf.float32,
+               validate_args: bool = False,
+               name: str = "RealNVP",
+               bijector: tfb.Bijector | None = None):
+    parameters = dict(locals())
+    dtype = tf.as_dtype(dtype)
+    if dtype not in (tf.float32, tf.float64):
+      raise TypeError(f"dtype must be tf.float32 or tf.float64, got {dtype.name}")
+    with tf.name_scope(name) as name_scope:
+      if bijector is None:
+        flow_bijector = real_nvp_bijector(
+            event_size, num_couplings, hidden_units, activation,
+            permutation=permutation, log_scale_bound=log_scale_bound,
+            conditional_size=conditional_size, seed=seed, dtype=dtype,
+            validate_args=validate_args, name=_FLOW_NAME)
+        loc_var = tf.Variable(
+            np.zeros(event_size) if loc is None else np.broadcast_to(loc, [event_size]),
+            dtype=dtype, trainable=False, name="loc")
+        scale_var = tf.Variable(
+            np.ones(event_size) if scale is None else np.broadcast_to(scale, [event_size]),
+            dtype=dtype, trainable=False, name="scale")
+        bijector = tfb.Chain([
+            tfb.Shift(loc_var, validate_args=validate_args, name="normalize_shift"),
+            tfb.Scale(scale_var, validate_args=validate_args, name="normalize_scale"),
+            flow_bijector,
+        ], validate_args=validate_args, name="real_nvp_in_data_units")
+        # Whether the normalization was set, kept with the weights it belongs to
+        # (so it is checkpointed with them and shared by copies).
+        bijector.adapted = tf.Variable(loc is not None or scale is not None,
+                                       trainable=False, name="adapted")
+      parameters["bijector"] = bijector
+      self._event_size = int(event_size)
+      self._num_couplings = int(num_couplings)
+      self._conditional_size = int(conditional_size)
+      self._config = dict(
+          event_size=int(event_size), num_couplings=int(num_couplings),
+          hidden_units=[int(h) for h in hidden_units],
+          activation=activation if isinstance(activation, str) else None,
+          permutation=permutation, log_scale_bound=log_scale_bound,
+          conditional_size=int(conditional_size), seed=seed, dtype=dtype.name,
+          validate_args=bool(validate_args), name=name)
+      base = tfd.MultivariateNormalDiag(
+          loc=tf.zeros([event_size], dtype=dtype), validate_args=validate_args,
+          name="standard_normal")
+      super().__init__(
+          distribution=base, bijector=bijector,
+          kwargs_split_fn=self._split_kwargs, validate_args=validate_args,
+          parameters=parameters, name=name_scope.rstrip("/") if name_scope else name)
+    self._parameters = self._no_dependency(parameters)
+
+  @classmethod
+  def _parameter_properties(cls, dtype, num_classes=None):
+    # No batchable tensor parameters: the weights live in the bijector's networks.
+    return {}
+
+  # -- conditioning ---------------------------------------------------------
+
+  def _split_kwargs(self, kwargs: dict):
+    kwargs = dict(kwargs)
+    distribution_kwargs = kwargs.pop("distribution_kwargs", None) or {}
+    bijector_kwargs = kwargs.pop("bijector_kwargs", None) or {}
+    conditional_input = kwargs.pop("conditional_input", None)
+    if kwargs:
+      raise TypeError(
+          f"{self.name} got unexpected keyword arguments {sorted(kwargs)}; "
+          "it accepts conditional_input=, bijector_kwargs= and distribution_kwargs=")
+    if self._conditional_size:
+      if conditional_input is None and not bijector_kwargs:
+        raise ValueError(
+            f"{self.name} is a conditional flow (conditional_size="
+            f"{self._conditional_size}): pass conditional_input= with last "
+            f"dimension {self._conditional_size}")
+      if conditional_input is not None:
+        conditional_input = self._check_conditional_input(conditional_input)
+        per_coupling = {"conditional_input": conditional_input}
+        bijector_kwargs = {_FLOW_NAME: {n: per_coupling for n in coupling_names(self._num_couplings)}}
+    elif conditional_input is not None:
+      raise ValueError(
+          f"{self.name} is not conditional (conditional_size=0) but got conditional_input")
+    return distribution_kwargs, bijector_kwargs
+
+  def _check_conditional_input(self, c):
+    c = tf.convert_to_tensor(c, dtype_hint=self.dtype)
+    if not c.dtype.is_floating:
+      c = tf.cast(c, self.dtype)
+    c = tf.cast(c, self.dtype)
+    if c.shape.rank == 0 or (c.shape.rank is not None and c.shape[-1] is not None
+                             and int(c.shape[-1]) != self._conditional_size):
+      raise ValueError(
+          f"conditional_input must have shape [..., {self._conditional_size}], "
+          f"got shape {c.shape}")
+    return c
+
+  # -- properties -----------------------------------------------------------
+
+  @property
+  def event_size(self) -> int:
+    return self._event_size
+
+  @property
+  def num_couplings(self) -> int:
+    return self._num_couplings
+
+  @property
+  def conditional_size(self) -> int:
+    return self._conditional_size
+
+  @property
+  def config(self) -> dict:
+    """The constructor arguments, as plain JSON-serializable values."""
+    return dict(self._config)
+
+  @property
+  def flow_bijector(self) -> tfb.Chain:
+    """The couplings alone: latent space <-> normalized data space."""
+    return self.bijector.bijectors[2]
+
+  @property
+  def loc(self) -> tf.Variable:
+    return self.bijector.bijectors[0].shift
+
+  @property
+  def scale(self) -> tf.Variable:
+    return self.bijector.bijectors[1].scale
+
+  @property
+  def is_adapted(self) -> bool:
+    """Whether :meth:`adapt` (or an explicit ``loc``/``scale``) set the normalization."""
+    return bool(self.bijector.adapted.numpy())
+
+  def adapt(self, data) -> "RealNVP":
+    """Sets the normalization to the per-dimension mean and std of ``data``.
+
+    ``data`` has shape ``[n, event_size]``.  A dimension with zero spread
+    keeps scale 1.  Returns ``self``.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[-1] != self._event_size or data.shape[0] < 2:
+      raise ValueError(
+          f"adapt expects data of shape [n >= 2, {self._event_size}], got {data.shape}")
+    if not np.all(np.isfinite(data)):
+      raise ValueError("adapt got data containing NaN or inf")
+    std = data.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    self.loc.assign(data.mean(axis=0).astype(self.dtype.as_numpy_dtype))
+    self.scale.assign(std.astype(self.dtype.as_numpy_dtype))
+    self.bijector.adapted.assign(True)
+    return self
