@@ -17,11 +17,15 @@ NLL: no model can have a lower expected test NLL.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.datasets import make_moons
 
-__all__ = ["moons", "moons_log_prob", "moons_arc_log_prob", "oracle_nll"]
+__all__ = ["moons", "moons_log_prob", "moons_arc_log_prob", "oracle_nll",
+           "Dataset", "DATASETS", "get_dataset"]
 
 # Quadrature nodes per arc. The arcs have length pi; 2048 nodes space them
 # 1.5e-3 apart, under a sixth of the smallest noise the density accepts; the
@@ -116,3 +120,49 @@ def moons_log_prob(x, noise: float = 0.05, nodes: int = _QUADRATURE_NODES) -> np
 def oracle_nll(x, noise: float = 0.05) -> float:
     """Mean negative log-likelihood of ``x`` under the true moons density."""
     return float(-np.mean(moons_log_prob(x, noise)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A named data generator, with its true density where one is known.
+
+  Attributes:
+    name: the name ``tfp-realnvp train --dataset`` takes.
+    event_size: dimensions of a point.
+    sample: ``sample(n, noise, seed) -> array [n, event_size]``.
+    log_prob: ``log_prob(x, noise) -> array [n]``, the true log-density in
+      nats, or ``None`` when unknown.
+    default_noise: noise level used when none is given.
+    description: one line for ``--help``.
+  """
+
+  name: str
+  event_size: int
+  sample: Callable[..., np.ndarray]
+  log_prob: Callable[..., np.ndarray] | None
+  default_noise: float
+  description: str
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def _register(dataset: Dataset) -> Dataset:
+  DATASETS[dataset.name] = dataset
+  return dataset
+
+
+_register(Dataset(
+    name="moons", event_size=2,
+    sample=lambda n, noise, seed: moons(n, noise, seed),
+    log_prob=moons_log_prob, default_noise=0.05,
+    description="scikit-learn make_moons, true density known"))
+
+
+def get_dataset(name: str) -> Dataset:
+  """The registered dataset called ``name``."""
+  try:
+    return DATASETS[name]
+  except KeyError:
+    raise ValueError(
+        f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
