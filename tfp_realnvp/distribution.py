@@ -180,6 +180,14 @@ class RealNVP(tfd.TransformedDistribution):
           f"got shape {c.shape}")
     return c
 
+  def sample_and_log_prob(self, sample_shape=(), seed=None,
+                          name: str = "sample_and_log_prob", **kwargs):
+    """Samples and their log-densities in one pass (no inverse needed).
+
+    The name TFP 0.25 calls ``experimental_sample_and_log_prob``.
+    """
+    return self.experimental_sample_and_log_prob(sample_shape, seed=seed, name=name, **kwargs)
+
   # -- properties -----------------------------------------------------------
 
   @property

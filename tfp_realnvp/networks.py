@@ -118,20 +118,21 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
           width, activation=self.activation,
           kernel_initializer=self.kernel_initializer,
           dtype=self.dtype, name=f"hidden_{i}")
-      layer.build((None, in_dim))
+      with tf.name_scope(self.name), tf.name_scope(layer.name):  # readable variable names
+        layer.build((None, in_dim))
       in_dim = width
       self.hidden_layers.append(layer)
     outputs = self.output_units * (1 if self.shift_only else 2)
     self.output_layer = tf_keras.layers.Dense(
         outputs, kernel_initializer="zeros", bias_initializer="zeros",
-        dtype=self.dtype, name="shift_and_log_scale")
-    self.output_layer.build((None, in_dim))
+        dtype=self.dtype, name="output")
+    with tf.name_scope(self.name), tf.name_scope(self.output_layer.name):
+      self.output_layer.build((None, in_dim))
     self.built = True
 
   def build(self, input_shape):
-    if not self.is_network_built:
-      input_units = int(input_shape[-1])
-      self.build_network(input_units, self.output_units or input_units)
+    # The output size arrives with the call (tfb.RealNVP passes it), so an
+    # unsized network is built at its first call, not here.
     self.built = True
 
   def call(self, x0, output_units: int | None = None, conditional_input=None):

@@ -1,0 +1,5 @@
+import sys
+
+from tfp_realnvp.cli import main
+
+sys.exit(main())
