@@ -1,15 +1,27 @@
 """Maximum-likelihood training of any TFP distribution.
 
 :func:`fit` minimizes the mean negative log-likelihood ``-mean(log p(x))``
-with a ``tf.function``-compiled step, a ``tf.data`` pipeline, Adam with
-warm-up and cosine decay, an optional validation split with early stopping
-and best-weights restore, and a ``tqdm`` progress bar.
+with a ``tf.function``-compiled (XLA by default) step, a ``tf.data``
+pipeline, Adam with warm-up and cosine decay, an optional validation split with
+early stopping and best-weights restore, and a ``tqdm`` progress bar.  It can
+also checkpoint and resume (``checkpoint_dir``), write TensorBoard summaries
+(``log_dir``) and train under a ``tf.distribute`` strategy (``strategy``).
+
+A step whose loss or gradient is not finite is skipped (the weights and the
+optimizer state stay as they were), counted in the history, and optionally
+lowers the learning rate; after ``max_nonfinite_steps`` such steps in a row,
+:class:`TrainingDiverged` is raised with the last good weights in place.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import math
+import os
+import pathlib
+import tempfile
 import time
 from typing import Sequence
 
@@ -32,18 +44,20 @@ class History:
   Attributes:
     epoch: epoch numbers, from 1.
     step: optimizer steps done at the end of each epoch.
-    train_nll: mean training NLL (nats) over the epoch's steps.
+    train_nll: mean training NLL (nats) over the epoch's finite steps.
     val_nll: validation NLL (nats) at the end of each epoch (``nan`` without
       validation data).
     learning_rate: learning rate at the end of each epoch.
-    wall_time: seconds since the start of training at the end of each epoch.
+    wall_time: seconds of training at the end of each epoch (summed over
+      resumed sessions).
     nonfinite_steps: steps skipped during each epoch because the loss or a
       gradient was not finite.
     best_epoch: epoch whose weights the model holds at the end (the best
       validation epoch with ``restore_best_weights``, else the last).
     best_val_nll: validation NLL of ``best_epoch``.
     stopped_early: whether early stopping ended training.
-    total_time: seconds spent in ``fit``.
+    resumed_from_step: the step a resumed run started from (0 if fresh).
+    total_time: seconds spent in this call of ``fit``.
   """
 
   epoch: list[int] = dataclasses.field(default_factory=list)
@@ -56,10 +70,16 @@ class History:
   best_epoch: int | None = None
   best_val_nll: float = math.nan
   stopped_early: bool = False
+  resumed_from_step: int = 0
   total_time: float = 0.0
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "History":
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def _is_int(value) -> bool:
@@ -67,6 +87,8 @@ def _is_int(value) -> bool:
 
 
 def _as_data(data, name: str, event_size: int | None, dtype) -> np.ndarray:
+  if isinstance(data, tf.data.Dataset):
+    raise TypeError(f"{name} must be an array of shape [n, event_size], not a tf.data.Dataset")
   try:
     array = np.asarray(data)
   except Exception as e:  # ragged lists and the like
@@ -88,7 +110,7 @@ def _as_data(data, name: str, event_size: int | None, dtype) -> np.ndarray:
   if bad_rows:
     raise ValueError(
         f"{name} has {bad_rows} of {array.shape[0]} rows containing NaN or inf; "
-        "remove or impute them before training")
+        "remove or impute them before training (fit drops nothing silently)")
   return array
 
 
@@ -97,6 +119,21 @@ def _event_size(distribution) -> int | None:
   if shape.rank != 1 or shape[0] is None:
     return None
   return int(shape[0])
+
+
+class _ScaledSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
+  """A learning rate times a factor that non-finite steps may lower."""
+
+  def __init__(self, base, factor: tf.Variable):
+    self.base = base
+    self.factor = factor
+
+  def __call__(self, step):
+    base = self.base(step) if callable(self.base) else self.base
+    return tf.cast(base, self.factor.dtype) * self.factor
+
+  def get_config(self):
+    return {}
 
 
 def _learning_rate_schedule(learning_rate: float, schedule: str, steps: int,
@@ -114,6 +151,66 @@ def _learning_rate_schedule(learning_rate: float, schedule: str, steps: int,
       initial_learning_rate=learning_rate, decay_steps=max(steps, 1), alpha=final_fraction)
 
 
+def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Writes ``text`` to ``path`` so that a reader sees the old or the new file, whole."""
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _density_image(distribution, points: np.ndarray, log_prob_kwargs: dict) -> tf.Tensor:
+  """A PNG heat map of a 2-D density over the range of ``points``, as an image tensor."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  low, high = np.percentile(points, [0.5, 99.5], axis=0)
+  pad = (high - low) * 0.15
+  xs = np.linspace(low[0] - pad[0], high[0] + pad[0], 120)
+  ys = np.linspace(low[1] - pad[1], high[1] + pad[1], 120)
+  grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(points.dtype)
+  density = np.exp(distribution.log_prob(grid, **log_prob_kwargs).numpy()).reshape(120, 120)
+  fig, ax = plt.subplots(figsize=(4, 3.2))
+  ax.imshow(density, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap="viridis",
+            aspect="auto")
+  ax.set_title("learned density")
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=80)
+  plt.close(fig)
+  return tf.image.decode_png(buf.getvalue(), channels=4)[None]
+
+
+def _split_validation(x, c, validation_data, rng, event_size, dtype):
+  """Returns (x_train, c_train, x_val, c_val)."""
+  if validation_data is None:
+    return x, c, None, None
+  if isinstance(validation_data, float) and not isinstance(validation_data, bool):
+    if not 0.0 < validation_data < 1.0:
+      raise ValueError(f"a validation fraction must be in (0, 1), got {validation_data}")
+    n_val = max(1, int(round(validation_data * x.shape[0])))
+    if n_val >= x.shape[0]:
+      raise ValueError(
+          f"validation fraction {validation_data} leaves no training data out of {x.shape[0]} rows")
+    order = rng.permutation(x.shape[0])
+    val, train = order[:n_val], order[n_val:]
+    return (x[train], None if c is None else c[train], x[val], None if c is None else c[val])
+  if c is not None:
+    if not (isinstance(validation_data, tuple) and len(validation_data) == 2):
+      raise ValueError(
+          "with conditional_input, validation_data must be a fraction or a tuple "
+          "(x_val, conditional_input_val)")
+    x_val = _as_data(validation_data[0], "validation_data[0]", event_size, dtype)
+    c_val = _as_data(validation_data[1], "validation_data[1]", c.shape[1], dtype)
+    if c_val.shape[0] != x_val.shape[0]:
+      raise ValueError(
+          f"validation data has {x_val.shape[0]} rows but its conditional_input has {c_val.shape[0]}")
+    return x, c, x_val, c_val
+  return x, c, _as_data(validation_data, "validation_data", event_size, dtype), None
+
+
 def fit(distribution,
         data,
         *,
@@ -126,6 +223,7 @@ def fit(distribution,
         final_learning_rate_fraction: float = 0.0,
         clip_norm: float | None = 10.0,
         validation_data=None,
+        conditional_input=None,
         eval_every: int | None = None,
         early_stopping_patience: int | None = None,
         restore_best_weights: bool = True,
@@ -133,8 +231,16 @@ def fit(distribution,
         adapt: bool = True,
         optimizer: tf_keras.optimizers.Optimizer | None = None,
         max_nonfinite_steps: int = 20,
+        nonfinite_learning_rate_factor: float | None = None,
+        checkpoint_dir=None,
+        checkpoint_every: int | None = None,
+        max_checkpoints: int = 2,
+        log_dir=None,
+        image_every: int = 5,
+        strategy: tf.distribute.Strategy | None = None,
         seed: int | None = 0,
         progress: bool = True,
+        jit_compile: bool = True,
         log_prob_kwargs: dict | None = None) -> History:
   """Fits ``distribution`` to ``data`` by maximum likelihood.
 
@@ -156,7 +262,8 @@ def fit(distribution,
     data: training points, shape ``[n, event_size]``.
     steps: number of optimizer steps.  Give ``steps`` or ``epochs``.
     epochs: number of passes over the training data.
-    batch_size: points per step, at most the number of training points.
+    batch_size: points per step (the global batch under a strategy), at most
+      the number of training points.
     learning_rate: peak learning rate of Adam.
     schedule: ``"cosine"`` (linear warm-up, then cosine decay to
       ``final_learning_rate_fraction * learning_rate``) or ``"constant"``.
@@ -165,7 +272,11 @@ def fit(distribution,
       ``learning_rate``.
     clip_norm: clip the global gradient norm to this value (``None``: no clip).
     validation_data: ``None``, a fraction in (0, 1) of ``data`` to hold out,
-      or an array of validation points.
+      or an array of validation points (with ``conditional_input``: a tuple
+      ``(x_val, c_val)``).
+    conditional_input: for a conditional flow, the conditioning vectors of
+      ``data``, shape ``[n, conditional_size]``; each batch's rows are passed
+      as ``log_prob(x, conditional_input=c)``.
     eval_every: steps per epoch (evaluation period); default one pass over the
       training data.
     early_stopping_patience: stop after this many epochs without a better
@@ -179,27 +290,53 @@ def fit(distribution,
       set its normalization from the training data first.
     optimizer: a ``tf_keras`` optimizer to use instead of Adam (its own
       learning rate then applies).
-    max_nonfinite_steps: stop with :class:`TrainingDiverged` after this many
-      consecutive steps with a non-finite loss or gradient (each is skipped:
-      no NaN ever reaches the weights).
+    max_nonfinite_steps: raise :class:`TrainingDiverged` after this many
+      consecutive steps with a non-finite loss or gradient.
+    nonfinite_learning_rate_factor: if set (e.g. 0.5), multiply the learning
+      rate by it after each non-finite step.
+    checkpoint_dir: folder for ``tf.train.CheckpointManager`` checkpoints
+      (weights, optimizer state, step, input-pipeline position, history).  If
+      it holds a checkpoint of an earlier call with the same settings,
+      training resumes from it and does only the remaining steps.
+    checkpoint_every: steps between checkpoints (rounded to whole epochs);
+      default every epoch when ``checkpoint_dir`` is set.
+    max_checkpoints: checkpoints kept.
+    log_dir: folder for TensorBoard summaries: train/validation NLL, learning
+      rate and non-finite step count per epoch, and for 2-D data an image of
+      the learned density every ``image_every`` epochs.
+    image_every: epochs between density images.
+    strategy: a ``tf.distribute`` strategy.  Build the distribution under
+      ``strategy.scope()``; each global batch is split across replicas and
+      the gradients are summed over them.
     seed: seed of the validation split and of the shuffling.
     progress: show a ``tqdm`` progress bar.
-    log_prob_kwargs: extra keyword arguments for ``log_prob``.
+    jit_compile: compile the training step with XLA (faster per step on
+      CPU); falls back to a plain graph if XLA cannot compile the
+      distribution.  Not used under a strategy.
+    log_prob_kwargs: extra keyword arguments for every ``log_prob`` call.
 
   Returns:
     A :class:`History`.
   """
+  start_time = time.perf_counter()
   event_size = _event_size(distribution)
   dtype = distribution.dtype.as_numpy_dtype if hasattr(distribution.dtype, "as_numpy_dtype") else np.float32
   x = _as_data(data, "data", event_size, dtype)
+  c = None
+  if conditional_input is not None:
+    c = _as_data(conditional_input, "conditional_input", None, dtype)
+    if c.shape[0] != x.shape[0]:
+      raise ValueError(
+          f"data has {x.shape[0]} rows but conditional_input has {c.shape[0]}; "
+          "give one conditioning vector per point")
 
   for label, value in (("steps", steps), ("epochs", epochs)):
     if value is not None and (not _is_int(value) or value < 1):
       raise ValueError(f"{label} must be a positive integer, got {value!r}")
   if (steps is None) == (epochs is None):
     raise ValueError("give exactly one of steps= or epochs=")
-  if not isinstance(learning_rate, (int, float, np.floating)) or not learning_rate > 0 \
-      or not math.isfinite(learning_rate):
+  if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating)) \
+      or not learning_rate > 0 or not math.isfinite(learning_rate):
     raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
   if not _is_int(batch_size) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -207,21 +344,16 @@ def fit(distribution,
                                               or early_stopping_patience < 1):
     raise ValueError(
         f"early_stopping_patience must be a positive integer or None, got {early_stopping_patience!r}")
+  if not _is_int(max_nonfinite_steps) or max_nonfinite_steps < 1:
+    raise ValueError(f"max_nonfinite_steps must be a positive integer, got {max_nonfinite_steps!r}")
+  if nonfinite_learning_rate_factor is not None and not 0 < nonfinite_learning_rate_factor < 1:
+    raise ValueError(
+        f"nonfinite_learning_rate_factor must be in (0, 1), got {nonfinite_learning_rate_factor!r}")
+  if clip_norm is not None and not clip_norm > 0:
+    raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
 
   rng = np.random.default_rng(seed)
-  if validation_data is None:
-    x_val = None
-  elif isinstance(validation_data, float) and not isinstance(validation_data, bool):
-    if not 0.0 < validation_data < 1.0:
-      raise ValueError(f"a validation fraction must be in (0, 1), got {validation_data}")
-    order = rng.permutation(x.shape[0])
-    n_val = max(1, int(round(validation_data * x.shape[0])))
-    if n_val >= x.shape[0]:
-      raise ValueError(
-          f"validation fraction {validation_data} leaves no training data out of {x.shape[0]} rows")
-    x_val, x = x[order[:n_val]], x[order[n_val:]]
-  else:
-    x_val = _as_data(validation_data, "validation_data", event_size, dtype)
+  x, c, x_val, c_val = _split_validation(x, c, validation_data, rng, event_size, dtype)
   if early_stopping_patience is not None and x_val is None:
     raise ValueError("early_stopping_patience needs validation_data")
 
@@ -229,12 +361,19 @@ def fit(distribution,
   if batch_size > n:
     raise ValueError(
         f"batch_size ({batch_size}) is larger than the number of training points ({n})")
+  replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    raise ValueError(
+        f"batch_size ({batch_size}) must be divisible by the {replicas} replicas of the strategy")
   steps_per_epoch = n // batch_size
   total_steps = steps if steps is not None else epochs * steps_per_epoch
   if eval_every is None:
     eval_every = min(steps_per_epoch, total_steps)
   elif not _is_int(eval_every) or eval_every < 1:
     raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
+  if checkpoint_every is not None and (not _is_int(checkpoint_every) or checkpoint_every < 1):
+    raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+  checkpoint_epochs = 1 if checkpoint_every is None else max(1, round(checkpoint_every / eval_every))
 
   if adapt and hasattr(distribution, "adapt") and not getattr(distribution, "is_adapted", True):
     distribution.adapt(x)
@@ -245,65 +384,127 @@ def fit(distribution,
     raise ValueError(
         "the distribution has no trainable variables; pass trainable_variables= "
         "for models that do not track theirs")
+  if strategy is not None:
+    outside = [v.name for v in variables if not strategy.extended.variable_created_in_scope(v)]
+    if outside:
+      raise ValueError(
+          f"{len(outside)} variables (e.g. {outside[0]}) were not created under the strategy's "
+          "scope; build the distribution inside `with strategy.scope():`")
+    jit_compile = False
+  scope = strategy.scope() if strategy is not None else _NullScope()
 
-  if optimizer is None:
-    lr = _learning_rate_schedule(float(learning_rate), schedule, total_steps,
-                                 int(warmup_steps), float(final_learning_rate_fraction))
-    optimizer = tf_keras.optimizers.Adam(learning_rate=lr)
-  optimizer.build(variables)
+  with scope:
+    lr_factor = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_factor")
+    if optimizer is None:
+      base_lr = _learning_rate_schedule(float(learning_rate), schedule, total_steps,
+                                        int(warmup_steps), float(final_learning_rate_fraction))
+      optimizer = tf_keras.optimizers.Adam(learning_rate=_ScaledSchedule(base_lr, lr_factor))
+    optimizer.build(variables)
+    nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
+    best_copies = [tf.Variable(v, trainable=False, name="best") for v in variables] \
+        if (x_val is not None and restore_best_weights) else []
   log_prob_kwargs = dict(log_prob_kwargs or {})
 
-  dataset = (tf.data.Dataset.from_tensor_slices(x)
+  tensors = x if c is None else (x, c)
+  dataset = (tf.data.Dataset.from_tensor_slices(tensors)
              .shuffle(n, seed=seed, reshuffle_each_iteration=True)
              .repeat()
              .batch(batch_size, drop_remainder=True)
              .prefetch(tf.data.AUTOTUNE))
-  iterator = iter(dataset)
-  nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False)
+  iterator = iter(dataset if strategy is None else strategy.experimental_distribute_dataset(dataset))
+
+  def batch_log_prob(batch):
+    if c is None:
+      return distribution.log_prob(batch, **log_prob_kwargs)
+    points, conditions = batch
+    return distribution.log_prob(points, conditional_input=conditions, **log_prob_kwargs)
 
   def train_step(batch):
     with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(distribution.log_prob(batch, **log_prob_kwargs))
+      # Sum over the replica's rows, divided by the global batch: summing the
+      # replicas' gradients then gives the gradient of the global mean.
+      loss = -tf.reduce_sum(batch_log_prob(batch)) / batch_size
     grads = tape.gradient(loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     finite = tf.math.is_finite(loss)
     for g in grads:
       finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+    if strategy is not None:  # every replica must take the same branch
+      finite = tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32)) > 0.5
 
     def apply():
-      clipped = grads if clip_norm is None else tf.clip_by_global_norm(grads, clip_norm)[0]
+      clipped = grads
+      if clip_norm is not None:
+        if strategy is not None:
+          clipped = tf.distribute.get_replica_context().all_reduce(
+              tf.distribute.ReduceOp.SUM, grads)
+          clipped = tf.clip_by_global_norm(clipped, clip_norm)[0]
+          clipped = [g / replicas for g in clipped]  # re-summed by apply_gradients
+        else:
+          clipped = tf.clip_by_global_norm(grads, clip_norm)[0]
       optimizer.apply_gradients(zip(clipped, variables))
-      nonfinite_run.assign(0)
       return tf.constant(0, tf.int64)
 
     def skip():
-      nonfinite_run.assign_add(1)
       return tf.constant(1, tf.int64)
 
     skipped = tf.cond(finite, apply, skip)
     return tf.where(finite, loss, tf.zeros_like(loss)), skipped
 
-  @tf.function
-  def train_steps(num_steps):
-    loss_sum = tf.constant(0.0, dtype=distribution.dtype)
-    skipped_sum = tf.constant(0, tf.int64)
-    for _ in tf.range(num_steps):
-      loss, skipped = train_step(next(iterator))
-      loss_sum += loss
-      skipped_sum += skipped
-      if nonfinite_run >= max_nonfinite_steps:
-        break
-    return loss_sum, skipped_sum
+  def bookkeeping(skipped):
+    if skipped:
+      nonfinite_run.assign_add(1)
+      if nonfinite_learning_rate_factor is not None:
+        lr_factor.assign(lr_factor * nonfinite_learning_rate_factor)
+    else:
+      nonfinite_run.assign(0)
+
+  state = {"jit": bool(jit_compile)}
+
+  def make_train_steps():
+    step_fn = tf.function(train_step, jit_compile=state["jit"]) if strategy is None else train_step
+
+    @tf.function
+    def train_steps(num_steps):
+      loss_sum = tf.constant(0.0, dtype=distribution.dtype)
+      skipped_sum = tf.constant(0, tf.int64)
+      for _ in tf.range(num_steps):
+        batch = next(iterator)
+        if strategy is None:
+          loss, skipped = step_fn(batch)
+        else:
+          losses, skips = strategy.run(step_fn, args=(batch,))
+          loss = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+          skipped = strategy.reduce(tf.distribute.ReduceOp.MAX, skips, axis=None)
+        loss_sum += loss
+        skipped_sum += skipped
+        if skipped > 0:
+          nonfinite_run.assign_add(1)
+          if nonfinite_learning_rate_factor is not None:
+            lr_factor.assign(lr_factor * nonfinite_learning_rate_factor)
+        else:
+          nonfinite_run.assign(0)
+        if nonfinite_run >= max_nonfinite_steps:
+          break
+      return loss_sum, skipped_sum
+    return train_steps
+
+  train_steps = make_train_steps()
 
   @tf.function
-  def batch_nll(batch):
-    return -tf.reduce_sum(distribution.log_prob(batch, **log_prob_kwargs))
+  def batch_nll(points, conditions):
+    if conditions is None:
+      return -tf.reduce_sum(distribution.log_prob(points, **log_prob_kwargs))
+    return -tf.reduce_sum(distribution.log_prob(points, conditional_input=conditions,
+                                                 **log_prob_kwargs))
 
-  def evaluate(points) -> float:
+  def evaluate() -> float:
     total = 0.0
-    for start in range(0, points.shape[0], 8192):
-      total += float(batch_nll(tf.constant(points[start:start + 8192])))
-    return total / points.shape[0]
+    for start in range(0, x_val.shape[0], 8192):
+      conditions = None if c_val is None else tf.constant(c_val[start:start + 8192])
+      total += float(batch_nll(tf.constant(x_val[start:start + 8192]), conditions))
+    return total / x_val.shape[0]
 
   def learning_rate_now() -> float:
     lr = optimizer.learning_rate
@@ -311,63 +512,139 @@ def fit(distribution,
       lr = lr(optimizer.iterations)
     return float(tf.convert_to_tensor(lr))
 
+  # -- checkpoints --------------------------------------------------------
   history = History()
-  best_val = math.inf
-  best_weights = None
-  epochs_since_best = 0
-  start = time.perf_counter()
-  done = 0
-  epoch = 0
-  bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True,
-             desc="fit")
+  progress_state = {"best_val": math.inf, "epochs_since_best": 0, "elapsed": 0.0}
+  manager = None
+  if checkpoint_dir is not None:
+    checkpoint_dir = pathlib.Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = tf.train.Checkpoint(
+        variables=variables, optimizer=optimizer, lr_factor=lr_factor, best=best_copies,
+        iterator=iterator, distribution=distribution if isinstance(distribution, tf.Module) else [])
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=max_checkpoints)
+    if manager.latest_checkpoint:
+      checkpoint.restore(manager.latest_checkpoint).expect_partial()
+      saved = _read_history(checkpoint_dir, manager.latest_checkpoint)
+      history = History.from_dict(saved["history"])
+      progress_state.update(saved["progress"])
+      history.resumed_from_step = history.step[-1] if history.step else 0
+
+  def save_checkpoint():
+    path = manager.save(checkpoint_number=history.step[-1])
+    _write_history(checkpoint_dir, path, history, progress_state)
+
+  summary_writer = tf.summary.create_file_writer(str(log_dir)) if log_dir is not None else None
+
+  done = history.step[-1] if history.step else 0
+  epoch = history.epoch[-1] if history.epoch else 0
+  session_start = time.perf_counter()
+  bar = tqdm(total=total_steps, initial=done, disable=not progress, unit="step",
+             dynamic_ncols=True, desc="fit")
   try:
-    while done < total_steps:
+    while done < total_steps and not history.stopped_early:
       chunk = min(eval_every, total_steps - done)
-      loss_sum, skipped = train_steps(tf.constant(chunk, tf.int64))
+      try:
+        loss_sum, skipped = train_steps(tf.constant(chunk, tf.int64))
+      except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+        if not state["jit"] or epoch > history.resumed_from_step or "XLA" not in str(e) \
+            and "xla" not in str(e):
+          raise
+        state["jit"] = False  # XLA cannot compile this distribution: use a plain graph
+        train_steps = make_train_steps()
+        continue
       if int(nonfinite_run.numpy()) >= max_nonfinite_steps:
         raise TrainingDiverged(
             f"{max_nonfinite_steps} consecutive steps gave a non-finite loss or gradient "
-            f"(at step {done + chunk} of {total_steps}); the weights were left at the last "
-            "finite step. Lower the learning rate or set clip_norm.")
+            f"(near step {done + chunk} of {total_steps}); they were skipped and the weights "
+            "are those of the last finite step. Lower the learning rate, set clip_norm or "
+            "nonfinite_learning_rate_factor.")
       skipped = int(skipped)
       done += chunk
       epoch += 1
       taken = chunk - skipped
       train_nll = float(loss_sum) / taken if taken else math.nan
-      val_nll = evaluate(x_val) if x_val is not None else math.nan
+      val_nll = evaluate() if x_val is not None else math.nan
+      elapsed = progress_state["elapsed"] + time.perf_counter() - session_start
       history.epoch.append(epoch)
       history.step.append(done)
       history.train_nll.append(train_nll)
       history.val_nll.append(val_nll)
       history.learning_rate.append(learning_rate_now())
-      history.wall_time.append(time.perf_counter() - start)
+      history.wall_time.append(elapsed)
       history.nonfinite_steps.append(skipped)
       bar.update(chunk)
       postfix = {"nll": f"{train_nll:.4f}"}
       if x_val is not None:
         postfix["val"] = f"{val_nll:.4f}"
+      if skipped:
+        postfix["skipped"] = skipped
       bar.set_postfix(postfix)
       if x_val is not None:
-        if val_nll < best_val:
-          best_val = val_nll
+        if val_nll < progress_state["best_val"]:
+          progress_state["best_val"] = val_nll
+          progress_state["epochs_since_best"] = 0
           history.best_epoch = epoch
-          epochs_since_best = 0
-          if restore_best_weights:
-            best_weights = [v.numpy() for v in variables]
+          for copy, v in zip(best_copies, variables):
+            copy.assign(v)
         else:
-          epochs_since_best += 1
-          if early_stopping_patience is not None and epochs_since_best >= early_stopping_patience:
+          progress_state["epochs_since_best"] += 1
+          if early_stopping_patience is not None and \
+              progress_state["epochs_since_best"] >= early_stopping_patience:
             history.stopped_early = True
-            break
+      if summary_writer is not None:
+        with summary_writer.as_default(step=done):
+          tf.summary.scalar("nll/train", train_nll)
+          if x_val is not None:
+            tf.summary.scalar("nll/validation", val_nll)
+          tf.summary.scalar("learning_rate", history.learning_rate[-1])
+          tf.summary.scalar("nonfinite_steps", skipped)
+          if event_size == 2 and c is None and (epoch % image_every == 0 or done >= total_steps):
+            tf.summary.image("density", _density_image(distribution, x, log_prob_kwargs))
+        summary_writer.flush()
+      if manager is not None and (epoch % checkpoint_epochs == 0 or done >= total_steps
+                                  or history.stopped_early):
+        progress_state["elapsed"] = elapsed
+        save_checkpoint()
   finally:
     bar.close()
+    if summary_writer is not None:
+      summary_writer.close()
 
-  if x_val is not None and restore_best_weights and best_weights is not None:
-    for v, value in zip(variables, best_weights):
-      v.assign(value)
-    history.best_val_nll = best_val
+  if best_copies and history.best_epoch is not None:
+    for v, copy in zip(variables, best_copies):
+      v.assign(copy)
+    history.best_val_nll = progress_state["best_val"]
   else:
     history.best_epoch = epoch
     history.best_val_nll = history.val_nll[-1] if history.val_nll else math.nan
-  history.total_time = time.perf_counter() - start
+  history.total_time = time.perf_counter() - start_time
   return history
+
+
+class _NullScope:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
+def _history_path(checkpoint_dir: pathlib.Path, checkpoint_path: str) -> pathlib.Path:
+  return checkpoint_dir / f"{pathlib.Path(checkpoint_path).name}.history.json"
+
+
+def _write_history(checkpoint_dir, checkpoint_path, history: History, progress_state: dict):
+  payload = {"history": history.as_dict(), "progress": progress_state}
+  _atomic_write_text(_history_path(checkpoint_dir, checkpoint_path),
+                     json.dumps(payload, allow_nan=True))
+
+
+def _read_history(checkpoint_dir, checkpoint_path) -> dict:
+  path = _history_path(checkpoint_dir, checkpoint_path)
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise ValueError(
+        f"checkpoint {checkpoint_path} has no training history ({path.name}); "
+        "it was not written by tfp_realnvp.fit") from None
