@@ -101,7 +101,8 @@ class RealNVP(_td._TransformedDistribution):
       flow.  A conditional flow takes ``conditional_input=c`` in
       ``log_prob``/``sample`` and routes it to every coupling.
     loc, scale: initial normalization (defaults 0 and 1; see :meth:`adapt`).
-    seed: seed of random permutations.
+    seed: seed of random permutations; with ``permutation="random"`` and no
+      seed, one is drawn and recorded in :attr:`config`.
     dtype: ``tf.float32`` or ``tf.float64``.
     validate_args: turn on TFP's argument checks in every bijector.
     name: name of the distribution.
@@ -129,6 +130,11 @@ class RealNVP(_td._TransformedDistribution):
     dtype = tf.as_dtype(dtype)
     if dtype not in (tf.float32, tf.float64):
       raise TypeError(f"dtype must be tf.float32 or tf.float64, got {dtype.name}")
+    if seed is None and permutation == "random" and bijector is None:
+      # Draw the seed here, so that config records it and save/load (and
+      # copy) rebuild the same permutations.
+      seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+      parameters["seed"] = seed
     with tf.name_scope(name) as name_scope:
       if bijector is None:
         flow_bijector = real_nvp_bijector(
