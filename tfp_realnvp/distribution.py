@@ -20,6 +20,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+# TFP's non-CompositeTensor TransformedDistribution: the class TFP itself
+# instantiates when a bijector (like ours, holding Keras networks) is not a
+# CompositeTensor.
 from tensorflow_probability.python.distributions import transformed_distribution as _td
 
 from tfp_realnvp.bijectors import coupling_names, real_nvp_bijector
@@ -234,12 +237,11 @@ class RealNVP(_td._TransformedDistribution):
     c_batch = tf.shape(c)[:-1]
     static_shape = tf.get_static_value(shape)
     static_c = c.shape[:-1]
-    message = (
-        f"{self.name}: {what} does not broadcast against the batch shape of "
-        "conditional_input (all its dimensions but the last). Shapes broadcast like "
-        "NumPy's: sample(n, conditional_input=c) takes c of shape [k] (n samples under "
-        "one condition) or [n, k] (one sample per row); for n samples under each of m "
-        "conditions use sample([n, 1], conditional_input=c) with c of shape [m, k].")
+    convention = (
+        "Shapes broadcast like NumPy's: sample(n, conditional_input=c) takes c of shape "
+        "[k] (n samples under one condition) or [n, k] (one sample per row); for n "
+        "samples under each of m conditions use sample([n, 1], conditional_input=c) "
+        "with c of shape [m, k].")
     if static_shape is not None and static_c.is_fully_defined():
       static_shape = [int(d) for d in np.reshape(static_shape, [-1])]
       try:
@@ -247,12 +249,11 @@ class RealNVP(_td._TransformedDistribution):
                            tf.int32)
       except ValueError:
         raise ValueError(
-            f"{self.name}: {what} {static_shape} does not broadcast "
-            f"against the batch shape {static_c.as_list()} of conditional_input (shape "
-            f"{c.shape}). Shapes broadcast like NumPy's: sample(n, conditional_input=c) "
-            "takes c of shape [k] (n samples under one condition) or [n, k] (one sample "
-            "per row); for n samples under each of m conditions use sample([n, 1], "
-            "conditional_input=c) with c of shape [m, k].") from None
+            f"{self.name}: {what} {static_shape} does not broadcast against the batch "
+            f"shape {static_c.as_list()} of conditional_input (shape {c.shape}). "
+            f"{convention}") from None
+    message = (f"{self.name}: {what} does not broadcast against the batch shape of "
+               f"conditional_input (all its dimensions but the last). {convention}")
     shape = tf.cast(shape, tf.int32)
     rank = tf.maximum(tf.size(shape), tf.size(c_batch))
     a = tf.concat([tf.ones([rank - tf.size(shape)], tf.int32), shape], axis=0)
