@@ -10,7 +10,7 @@ the flow's weights are the joint's ``trainable_variables``, so the prior can be
 fit through the joint's own ``log_prob``: here on pairs ``(z, x)`` with ``z``
 from the two moons.
 
-Run:  python examples/joint_distribution.py --steps 1000
+Run:  python examples/joint_distribution.py --steps 3000
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def coroutine_model(prior, sigma: float) -> tfd.JointDistributionCoroutine:
   return tfd.JointDistributionCoroutine(model)
 
 
-def run(*, n: int = 10000, steps: int = 1000, batch_size: int = 256, sigma: float = 0.1,
+def run(*, n: int = 10000, steps: int = 3000, batch_size: int = 256, sigma: float = 0.1,
         noise: float = 0.05, num_couplings: int = 6, hidden_units=(64, 64),
         learning_rate: float = 2e-3, seed: int = 0) -> dict:
   tf_keras.utils.set_random_seed(seed)
@@ -109,7 +109,7 @@ def run(*, n: int = 10000, steps: int = 1000, batch_size: int = 256, sigma: floa
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=10000)
-  parser.add_argument("--steps", type=int, default=1000)
+  parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--num-couplings", type=int, default=6)
   parser.add_argument("--hidden-units", type=int, nargs="+", default=[64, 64])
   parser.add_argument("--seed", type=int, default=0)
