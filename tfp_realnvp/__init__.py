@@ -12,3 +12,8 @@ __all__ = [
     "RealNVP", "ShiftAndLogScale", "real_nvp_bijector", "fit", "History",
     "TrainingDiverged", "datasets", "__version__",
 ]
+
+# Saving, loading and exporting flows (issue 4).
+from tfp_realnvp.serialization import FORMAT_VERSION, export, load, save  # noqa: E402
+
+__all__ += ["save", "load", "export", "FORMAT_VERSION"]

@@ -20,6 +20,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+# TFP's non-CompositeTensor TransformedDistribution: the class TFP itself
+# instantiates when a bijector (like ours, holding Keras networks) is not a
+# CompositeTensor.
+from tensorflow_probability.python.distributions import transformed_distribution as _td
+
 from tfp_realnvp.bijectors import coupling_names, real_nvp_bijector
 
 tfb = tfp.bijectors
@@ -30,10 +35,10 @@ __all__ = ["RealNVP"]
 _FLOW_NAME = "real_nvp"
 
 
-class RealNVP(tfd.TransformedDistribution):
+class RealNVP(_td._TransformedDistribution):
   """A trainable RealNVP normalizing flow over ``R^event_size``.
 
-  A ``tfd.TransformedDistribution`` of a standard normal base, so every TFP
+  A TFP transformed distribution of a standard normal base, so every TFP
   method works: ``log_prob``, ``prob``, ``sample``, ``sample_and_log_prob``,
   ``event_shape`` (``[event_size]``), ``batch_shape`` (``[]``).  Its
   ``trainable_variables`` are the coupling networks' weights, complete right
@@ -42,6 +47,39 @@ class RealNVP(tfd.TransformedDistribution):
 
   ``flow.bijector`` maps latent to data space: ``Chain([Shift(loc),
   Scale(scale), couplings])``; ``flow.flow_bijector`` is the couplings alone.
+
+  Like the ``tfd.TransformedDistribution`` that TFP itself builds around a
+  bijector holding Keras networks, a ``RealNVP`` is a plain ``tf.Module``, not
+  a ``CompositeTensor`` (its class derives from TFP's ``_TransformedDistribution``
+  and is registered as a virtual subclass of ``tfd.TransformedDistribution``, so
+  ``isinstance(flow, tfd.TransformedDistribution)`` holds).  That is what
+  lets it be passed as an argument to a ``tf.function`` and keeps its network
+  weights reachable from any model that holds it: a
+  ``tfd.JointDistribution*``'s ``trainable_variables``, a ``tf_keras`` model
+  or layer, a ``tf.train.Checkpoint``.
+
+  Conditional flows (``conditional_size=k``) take ``conditional_input=c`` in
+  ``log_prob``, ``prob``, ``sample`` and ``experimental_sample_and_log_prob``;
+  it reaches every coupling network.  The batch dimensions of ``c`` (all but
+  the last) broadcast NumPy-style against the sample shape in ``sample`` and
+  against the batch dimensions of ``x`` in ``log_prob``, and every output gets
+  its own base draw:
+
+  * ``sample(n, conditional_input=c)``, ``c`` of shape ``[k]``: ``n`` samples
+    under one condition, shape ``[n, event_size]``;
+  * ``sample(n, conditional_input=c)`` or ``sample((), conditional_input=c)``,
+    ``c`` of shape ``[n, k]``: one sample per row, shape ``[n, event_size]``;
+  * ``sample([s, 1], conditional_input=c)``, ``c`` of shape ``[m, k]``: ``s``
+    samples under each of the ``m`` conditions, shape ``[s, m, event_size]``;
+  * ``log_prob(x, conditional_input=c)``: ``x`` of shape ``[n, event_size]``
+    with ``c`` of shape ``[n, k]`` (row by row) or ``[k]`` (one condition for
+    all), result of shape ``[n]``.
+
+  Shapes that do not broadcast, a last dimension of ``c`` other than ``k``, a
+  missing condition on a conditional flow and a condition given to an
+  unconditional one each raise a ``ValueError`` saying so (in a ``tf.function``
+  with unknown shapes, an ``InvalidArgumentError`` with the same message).
+  Sampling is reproducible with a stateless seed: ``sample(n, seed=(1, 2))``.
 
   Example:
 
@@ -67,7 +105,8 @@ class RealNVP(tfd.TransformedDistribution):
       flow.  A conditional flow takes ``conditional_input=c`` in
       ``log_prob``/``sample`` and routes it to every coupling.
     loc, scale: initial normalization (defaults 0 and 1; see :meth:`adapt`).
-    seed: seed of random permutations.
+    seed: seed of random permutations; with ``permutation="random"`` and no
+      seed, one is drawn and recorded in :attr:`config`.
     dtype: ``tf.float32`` or ``tf.float64``.
     validate_args: turn on TFP's argument checks in every bijector.
     name: name of the distribution.
@@ -95,6 +134,11 @@ class RealNVP(tfd.TransformedDistribution):
     dtype = tf.as_dtype(dtype)
     if dtype not in (tf.float32, tf.float64):
       raise TypeError(f"dtype must be tf.float32 or tf.float64, got {dtype.name}")
+    if seed is None and permutation == "random" and bijector is None:
+      # Draw the seed here, so that config records it and save/load (and
+      # copy) rebuild the same permutations.
+      seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+      parameters["seed"] = seed
     with tf.name_scope(name) as name_scope:
       if bijector is None:
         flow_bijector = real_nvp_bijector(
@@ -170,14 +214,13 @@ class RealNVP(tfd.TransformedDistribution):
 
   def _check_conditional_input(self, c):
     c = tf.convert_to_tensor(c, dtype_hint=self.dtype)
-    if not c.dtype.is_floating:
+    if c.dtype != self.dtype:
       c = tf.cast(c, self.dtype)
-    c = tf.cast(c, self.dtype)
     if c.shape.rank == 0 or (c.shape.rank is not None and c.shape[-1] is not None
                              and int(c.shape[-1]) != self._conditional_size):
       raise ValueError(
-          f"conditional_input must have shape [..., {self._conditional_size}], "
-          f"got shape {c.shape}")
+          f"{self.name}: conditional_input must have shape [..., {self._conditional_size}] "
+          f"(conditional_size={self._conditional_size}), got shape {c.shape}")
     return c
 
   def sample_and_log_prob(self, sample_shape=(), seed=None,
@@ -187,6 +230,99 @@ class RealNVP(tfd.TransformedDistribution):
     The name TFP 0.25 calls ``experimental_sample_and_log_prob``.
     """
     return self.experimental_sample_and_log_prob(sample_shape, seed=seed, name=name, **kwargs)
+
+  def _pop_condition(self, kwargs: dict):
+    """Removes and checks ``conditional_input`` from ``kwargs`` (None if absent).
+
+    Leaves ``kwargs`` alone when there is nothing to take, so that
+    :meth:`_split_kwargs` gives the error for a missing or unexpected condition.
+    """
+    if not self._conditional_size or kwargs.get("conditional_input") is None:
+      return None
+    return self._check_conditional_input(kwargs.pop("conditional_input"))
+
+  def _broadcast_batch_shape(self, shape, c, what: str):
+    """``broadcast(shape, batch shape of c)``, statically checked when possible."""
+    c_batch = tf.shape(c)[:-1]
+    static_shape = tf.get_static_value(shape)
+    static_c = c.shape[:-1]
+    convention = (
+        "Shapes broadcast like NumPy's: sample(n, conditional_input=c) takes c of shape "
+        "[k] (n samples under one condition) or [n, k] (one sample per row); for n "
+        "samples under each of m conditions use sample([n, 1], conditional_input=c) "
+        "with c of shape [m, k].")
+    if static_shape is not None and static_c.is_fully_defined():
+      static_shape = [int(d) for d in np.reshape(static_shape, [-1])]
+      try:
+        return tf.constant(np.broadcast_shapes(tuple(static_shape), tuple(static_c.as_list())),
+                           tf.int32)
+      except ValueError:
+        raise ValueError(
+            f"{self.name}: {what} {static_shape} does not broadcast against the batch "
+            f"shape {static_c.as_list()} of conditional_input (shape {c.shape}). "
+            f"{convention}") from None
+    message = (f"{self.name}: {what} does not broadcast against the batch shape of "
+               f"conditional_input (all its dimensions but the last). {convention}")
+    shape = tf.cast(shape, tf.int32)
+    rank = tf.maximum(tf.size(shape), tf.size(c_batch))
+    a = tf.concat([tf.ones([rank - tf.size(shape)], tf.int32), shape], axis=0)
+    b = tf.concat([tf.ones([rank - tf.size(c_batch)], tf.int32), c_batch], axis=0)
+    compatible = tf.reduce_all((a == b) | (a == 1) | (b == 1))
+    with tf.control_dependencies([tf.debugging.Assert(compatible, [message, a, b])]):
+      return tf.broadcast_dynamic_shape(shape, c_batch)
+
+  # -- conditional sampling and density -------------------------------------
+  #
+  # Shape convention: the batch dimensions of ``conditional_input`` (all but
+  # its last) broadcast, NumPy-style, against the sample shape in ``sample``
+  # and against the batch dimensions of ``x`` in ``log_prob``.  Every output
+  # element gets its own base draw, so broadcasting a condition never makes
+  # repeated samples.
+
+  def _call_sample_n(self, sample_shape, seed, **kwargs):
+    kwargs = dict(kwargs)
+    c = self._pop_condition(kwargs)
+    if c is None:
+      return super()._call_sample_n(sample_shape, seed, **kwargs)
+    z, c = self._conditional_base_sample(sample_shape, seed, c, kwargs)
+    _, bijector_kwargs = self._split_kwargs(dict(kwargs, conditional_input=c))
+    return self.bijector.forward(z, **bijector_kwargs)
+
+  def _sample_and_log_prob(self, sample_shape, seed, **kwargs):
+    kwargs = dict(kwargs)
+    c = self._pop_condition(kwargs)
+    if c is None:
+      return super()._sample_and_log_prob(sample_shape, seed, **kwargs)
+    z, c = self._conditional_base_sample(sample_shape, seed, c, kwargs)
+    _, bijector_kwargs = self._split_kwargs(dict(kwargs, conditional_input=c))
+    y = self.bijector.forward(z, **bijector_kwargs)
+    fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=1, **bijector_kwargs)
+    return y, self.distribution.log_prob(z) - fldj
+
+  def _conditional_base_sample(self, sample_shape, seed, c, kwargs):
+    if kwargs.get("distribution_kwargs"):
+      raise TypeError(f"{self.name} takes no distribution_kwargs")
+    sample_shape = tf.reshape(tf.cast(tf.convert_to_tensor(sample_shape), tf.int32), [-1])
+    shape = self._broadcast_batch_shape(sample_shape, c, "sample_shape")
+    z = self.distribution.sample(shape, seed=seed() if callable(seed) else seed)
+    c = tf.broadcast_to(c, tf.concat([shape, [self._conditional_size]], axis=0))
+    return z, c
+
+  def _log_prob(self, y, **kwargs):
+    kwargs = dict(kwargs)
+    c = self._pop_condition(kwargs)
+    if c is None:
+      return super()._log_prob(y, **kwargs)
+    y_batch = tf.shape(y)[:-1]
+    static = y.shape[:-1]
+    shape = self._broadcast_batch_shape(
+        tf.constant(static.as_list(), tf.int32) if static.is_fully_defined() else y_batch,
+        c, "the batch shape of x")
+    if not (static.is_fully_defined() and tf.get_static_value(shape) is not None
+            and list(tf.get_static_value(shape)) == static.as_list()):
+      y = tf.broadcast_to(y, tf.concat([shape, tf.shape(y)[-1:]], axis=0))
+    c = tf.broadcast_to(c, tf.concat([shape, [self._conditional_size]], axis=0))
+    return super()._log_prob(y, conditional_input=c, **kwargs)
 
   # -- properties -----------------------------------------------------------
 
@@ -243,3 +379,9 @@ class RealNVP(tfd.TransformedDistribution):
     self.scale.assign(std.astype(self.dtype.as_numpy_dtype))
     self.bijector.adapted.assign(True)
     return self
+
+
+# tfd.TransformedDistribution is an ABC: registering RealNVP as a virtual
+# subclass keeps isinstance checks true without the CompositeTensor machinery
+# that a real subclass gets (which would hide the networks' weights).
+tfd.TransformedDistribution.register(RealNVP)
