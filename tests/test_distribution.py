@@ -20,7 +20,10 @@ def _flow(event_size=2, dtype=tf.float32, **kwargs):
 
 def test_is_a_tfp_transformed_distribution():
   flow = RealNVP(2)
-  assert isinstance(flow, tfd.TransformedDistribution)
+  # The class TFP itself builds when a bijector holds Keras networks.
+  same_as_tfp = tfd.TransformedDistribution(
+      tfd.MultivariateNormalDiag(loc=tf.zeros(2)), flow.bijector)
+  assert isinstance(flow, type(same_as_tfp)) and isinstance(flow, tfd.Distribution)
   assert isinstance(flow.distribution, tfd.MultivariateNormalDiag)
   assert flow.event_shape == [2] and flow.batch_shape == []
 

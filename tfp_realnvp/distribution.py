@@ -50,9 +50,11 @@ class RealNVP(_td._TransformedDistribution):
 
   Like the ``tfd.TransformedDistribution`` that TFP itself builds around a
   bijector holding Keras networks, a ``RealNVP`` is a plain ``tf.Module``, not
-  a ``CompositeTensor`` (its class derives from TFP's ``_TransformedDistribution``
-  and is registered as a virtual subclass of ``tfd.TransformedDistribution``, so
-  ``isinstance(flow, tfd.TransformedDistribution)`` holds).  That is what
+  a ``CompositeTensor``: its class derives from ``_TransformedDistribution``,
+  the class TFP returns from ``tfd.TransformedDistribution(...)`` for such
+  bijectors, so ``isinstance(flow, tfd.TransformedDistribution)`` is False,
+  exactly as for those.  (Registering it as a virtual subclass would also make
+  it pass for a ``CompositeTensor`` and break ``tf.function``.)  That is what
   lets it be passed as an argument to a ``tf.function`` and keeps its network
   weights reachable from any model that holds it: a
   ``tfd.JointDistribution*``'s ``trainable_variables``, a ``tf_keras`` model
@@ -379,9 +381,3 @@ class RealNVP(_td._TransformedDistribution):
     self.scale.assign(std.astype(self.dtype.as_numpy_dtype))
     self.bijector.adapted.assign(True)
     return self
-
-
-# tfd.TransformedDistribution is an ABC: registering RealNVP as a virtual
-# subclass keeps isinstance checks true without the CompositeTensor machinery
-# that a real subclass gets (which would hide the networks' weights).
-tfd.TransformedDistribution.register(RealNVP)
