@@ -103,12 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output folder (default: runs/DATASET-TIMESTAMP)")
   train.add_argument("--overwrite", action="store_true",
                      help="replace the output folder if it exists")
+  train.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
+                     help="checkpoint every so many steps (rounded to whole epochs) so that an "
+                          "interrupted run can be resumed")
+  train.add_argument("--resume", type=pathlib.Path, default=None, metavar="DIR",
+                     help="continue the interrupted run whose output folder is DIR, from its "
+                          "last checkpoint, with its own settings")
   train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   return parser
 
 
 def _train(args) -> int:
   from tfp_realnvp.experiment import TrainConfig, train_experiment
+
+  if args.resume is not None:
+    if args.out is not None and args.out != args.resume:
+      raise ValueError("--resume DIR continues into DIR; do not give a different --out")
+    metrics = train_experiment(None, args.resume, progress=not args.no_progress, resume=True,
+                               checkpoint_every=args.checkpoint_every)
+    _print_summary(metrics, args.resume)
+    return 0
 
   config = TrainConfig(
       dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, noise=args.noise,
@@ -120,13 +134,20 @@ def _train(args) -> int:
   if out is None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = pathlib.Path("runs") / f"{args.dataset}-{stamp}"
+  if args.checkpoint_every is not None:
+    print(f"checkpointing every {args.checkpoint_every} steps; if interrupted, continue with "
+          f"tfp-realnvp train --resume {out}", file=sys.stderr)
   metrics = train_experiment(config, out, progress=not args.no_progress,
-                             overwrite=args.overwrite)
-  summary = {k: metrics[k] for k in ("test_nll", "oracle_nll", "gap", "steps", "wall_time_s",
-                                     "parameters")}
+                             overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
+  _print_summary(metrics, out)
+  return 0
+
+
+def _print_summary(metrics: dict, out) -> None:
+  summary = {k: metrics[k] for k in ("test_nll", "oracle_nll", "gap", "steps",
+                                     "resumed_from_step", "wall_time_s", "parameters")}
   print(json.dumps(summary, indent=2))
   print(f"wrote {out}")
-  return 0
 
 
 def main(argv: list[str] | None = None) -> int:

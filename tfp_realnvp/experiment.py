@@ -14,7 +14,6 @@ import os
 import pathlib
 import platform
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -26,7 +25,8 @@ from tfp_realnvp import plots
 from tfp_realnvp.distribution import RealNVP
 from tfp_realnvp.training import fit
 
-__all__ = ["TrainConfig", "train_experiment", "prepare_output_dir", "commit_output_dir"]
+__all__ = ["TrainConfig", "train_experiment", "prepare_output_dir", "commit_output_dir",
+           "staging_dir", "load_run_config"]
 
 
 @dataclasses.dataclass
@@ -56,17 +56,40 @@ class TrainConfig:
         test_seed=self.seed + 1000 if self.test_seed is None else self.test_seed)
 
 
-def prepare_output_dir(out_dir, overwrite: bool = False) -> pathlib.Path:
-  """Checks ``out_dir`` may be written and returns a fresh staging folder beside it."""
+def staging_dir(out_dir) -> pathlib.Path:
+  """Where a run into ``out_dir`` is assembled (and checkpointed) until complete."""
   out_dir = pathlib.Path(out_dir)
+  return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def prepare_output_dir(out_dir, overwrite: bool = False, resume: bool = False) -> pathlib.Path:
+  """Checks ``out_dir`` may be written and returns its staging folder.
+
+  A fresh run gets an empty staging folder; with ``resume`` the staging
+  folder of an interrupted run is returned as it is.
+  """
+  out_dir = pathlib.Path(out_dir)
+  staging = staging_dir(out_dir)
+  if out_dir.exists() and not out_dir.is_dir():
+    raise FileExistsError(f"output path {out_dir} exists and is not a folder")
+  if resume:
+    if out_dir.exists() and not overwrite:
+      raise FileExistsError(f"{out_dir} is already complete; there is nothing to resume")
+    if not (staging / "run_config.json").is_file():
+      raise FileNotFoundError(
+          f"no interrupted run of {out_dir} to resume (expected {staging}/run_config.json)")
+    return staging
   if out_dir.exists() and not overwrite:
     raise FileExistsError(
         f"output folder {out_dir} already exists; choose another one or pass --overwrite")
-  if out_dir.exists() and not out_dir.is_dir():
-    raise FileExistsError(f"output path {out_dir} exists and is not a folder")
+  if staging.exists():
+    if not overwrite:
+      raise FileExistsError(
+          f"an interrupted run of {out_dir} is in {staging}; continue it with --resume "
+          f"{out_dir}, or pass --overwrite to start again")
+    shutil.rmtree(staging)
   out_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-  staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+  staging.mkdir()
   return staging
 
 
@@ -86,22 +109,57 @@ def commit_output_dir(staging: pathlib.Path, out_dir, overwrite: bool = False) -
 
 
 def _write_json(path: pathlib.Path, payload: dict) -> None:
-  path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)
 
 
-def train_experiment(config: TrainConfig, out_dir, *, progress: bool = True,
-                     overwrite: bool = False) -> dict:
+def _config_to_json(config: TrainConfig) -> dict:
+  return {k: (list(v) if isinstance(v, tuple) else v)
+          for k, v in dataclasses.asdict(config).items()}
+
+
+def load_run_config(out_dir) -> TrainConfig:
+  """The configuration of an interrupted run of ``out_dir``."""
+  path = staging_dir(out_dir) / "run_config.json"
+  values = json.loads(path.read_text())
+  values["hidden_units"] = tuple(values["hidden_units"])
+  return TrainConfig(**values)
+
+
+def train_experiment(config: TrainConfig | None, out_dir, *, progress: bool = True,
+                     overwrite: bool = False, checkpoint_every: int | None = None,
+                     resume: bool = False) -> dict:
   """Trains on ``config.dataset`` and writes the run into ``out_dir``.
 
-  Writes ``metrics.json``, ``loss_curve.png``, ``four_panels.png`` and
-  ``density.png`` (2-D data), and the trained flow under ``model/``.
+  Writes ``metrics.json``, ``loss_curve.png``, and for 2-D data
+  ``four_panels.png`` and ``density.png``, and the trained flow under
+  ``model/`` (read it back with :func:`tfp_realnvp.load`).
+
+  The run is assembled in a staging folder beside ``out_dir`` and renamed
+  into place only when complete.  With ``checkpoint_every`` it checkpoints
+  there every so many steps; if the run is interrupted, ``resume=True`` (with
+  ``config=None``: the interrupted run's own configuration) continues it from
+  the last checkpoint and does only the remaining steps.
 
   Returns:
     The metrics written to ``metrics.json``.
   """
+  from tfp_realnvp.serialization import save  # noqa: PLC0415 (keeps import order light)
+
+  staging = prepare_output_dir(out_dir, overwrite, resume)
+  if resume:
+    saved = load_run_config(out_dir)
+    if config is not None and config.resolved() != saved:
+      raise ValueError(
+          f"--resume continues the interrupted run with its own settings; they differ from "
+          f"the ones given: {saved}")
+    config = saved
   config = config.resolved()
   dataset = datasets_lib.get_dataset(config.dataset)
-  staging = prepare_output_dir(out_dir, overwrite)
+  checkpoints = staging / "checkpoints"
+  if not resume:
+    _write_json(staging / "run_config.json", _config_to_json(config))
   try:
     tf_keras.utils.set_random_seed(config.seed)
     x_train = dataset.sample(config.n_train, config.noise, config.seed)
@@ -109,12 +167,12 @@ def train_experiment(config: TrainConfig, out_dir, *, progress: bool = True,
     flow = RealNVP(dataset.event_size, num_couplings=config.num_couplings,
                    hidden_units=config.hidden_units,
                    log_scale_bound=config.log_scale_bound)
-    start = time.perf_counter()
     history = fit(flow, x_train, steps=config.steps, batch_size=config.batch_size,
                   learning_rate=config.learning_rate,
                   validation_data=config.validation_fraction, seed=config.seed,
-                  progress=progress)
-    train_time = time.perf_counter() - start
+                  progress=progress,
+                  checkpoint_dir=checkpoints if (checkpoint_every or resume) else None,
+                  checkpoint_every=checkpoint_every)
 
     test_nll = float(-np.mean(flow.log_prob(x_test).numpy()))
     oracle = None
@@ -126,15 +184,15 @@ def train_experiment(config: TrainConfig, out_dir, *, progress: bool = True,
         "oracle_nll": oracle,
         "gap": None if oracle is None else test_nll - oracle,
         "steps": int(history.step[-1]),
+        "resumed_from_step": int(history.resumed_from_step),
         "epochs": len(history.epoch),
         "best_epoch": history.best_epoch,
         "best_val_nll": history.best_val_nll,
         "final_train_nll": history.train_nll[-1],
         "nonfinite_steps": int(sum(history.nonfinite_steps)),
-        "wall_time_s": train_time,
+        "wall_time_s": history.wall_time[-1],
         "parameters": int(sum(int(np.prod(v.shape)) for v in flow.trainable_variables)),
-        "config": {k: (list(v) if isinstance(v, tuple) else v)
-                   for k, v in dataclasses.asdict(config).items()},
+        "config": _config_to_json(config),
         "flow": flow.config,
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
@@ -151,17 +209,17 @@ def train_experiment(config: TrainConfig, out_dir, *, progress: bool = True,
         true_log_prob = lambda g: dataset.log_prob(g, config.noise)  # noqa: E731
       plots.plot_density(flow, true_log_prob, limits=plots._limits(x_test, 0.1),
                          path=staging / "density.png")
-    _save_model(flow, staging / "model")
+    save(flow, staging / "model")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # model/ holds the final weights
     _write_json(staging / "metrics.json", metrics)
     commit_output_dir(staging, out_dir, overwrite)
   except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+      # Keep what training achieved: `--resume` continues from it.
+      for partial in ("metrics.json", "loss_curve.png", "four_panels.png", "density.png"):
+        (staging / partial).unlink(missing_ok=True)
+      shutil.rmtree(staging / "model", ignore_errors=True)
+    else:
+      shutil.rmtree(staging, ignore_errors=True)
     raise
   return metrics
-
-
-def _save_model(flow: RealNVP, folder: pathlib.Path) -> None:
-  folder.mkdir()
-  _write_json(folder / "config.json", {"format_version": 1, "class": "RealNVP",
-                                       "config": flow.config})
-  tf.train.Checkpoint(flow=flow).write(str(folder / "weights"))

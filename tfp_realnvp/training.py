@@ -292,8 +292,9 @@ def fit(distribution,
       learning rate then applies).
     max_nonfinite_steps: raise :class:`TrainingDiverged` after this many
       consecutive steps with a non-finite loss or gradient.
-    nonfinite_learning_rate_factor: if set (e.g. 0.5), multiply the learning
-      rate by it after each non-finite step.
+    nonfinite_learning_rate_factor: if set (e.g. 0.5), a non-finite step also
+      rolls the weights back to before the previous step (whose update led
+      there) and multiplies the learning rate by this factor.
     checkpoint_dir: folder for ``tf.train.CheckpointManager`` checkpoints
       (weights, optimizer state, step, input-pipeline position, history).  If
       it holds a checkpoint of an earlier call with the same settings,
@@ -403,6 +404,11 @@ def fit(distribution,
     nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
     best_copies = [tf.Variable(v, trainable=False, name="best") for v in variables] \
         if (x_val is not None and restore_best_weights) else []
+    # With a learning-rate cut on divergence, a non-finite step also undoes the
+    # step before it, whose update led there.
+    rollback = nonfinite_learning_rate_factor is not None
+    previous = [tf.Variable(v, trainable=False, name="previous") for v in variables] \
+        if rollback else []
   log_prob_kwargs = dict(log_prob_kwargs or {})
 
   tensors = x if c is None else (x, c)
@@ -443,22 +449,18 @@ def fit(distribution,
           clipped = [g / replicas for g in clipped]  # re-summed by apply_gradients
         else:
           clipped = tf.clip_by_global_norm(grads, clip_norm)[0]
+      for saved, v in zip(previous, variables):
+        saved.assign(v)
       optimizer.apply_gradients(zip(clipped, variables))
       return tf.constant(0, tf.int64)
 
     def skip():
+      for saved, v in zip(previous, variables):
+        v.assign(saved)
       return tf.constant(1, tf.int64)
 
     skipped = tf.cond(finite, apply, skip)
     return tf.where(finite, loss, tf.zeros_like(loss)), skipped
-
-  def bookkeeping(skipped):
-    if skipped:
-      nonfinite_run.assign_add(1)
-      if nonfinite_learning_rate_factor is not None:
-        lr_factor.assign(lr_factor * nonfinite_learning_rate_factor)
-    else:
-      nonfinite_run.assign(0)
 
   state = {"jit": bool(jit_compile)}
 
@@ -533,11 +535,16 @@ def fit(distribution,
   def save_checkpoint():
     path = manager.save(checkpoint_number=history.step[-1])
     _write_history(checkpoint_dir, path, history, progress_state)
+    kept = {pathlib.Path(p).name for p in manager.checkpoints}
+    for stale in checkpoint_dir.glob("*.history.json"):
+      if stale.name[:-len(".history.json")] not in kept:
+        stale.unlink(missing_ok=True)
 
   summary_writer = tf.summary.create_file_writer(str(log_dir)) if log_dir is not None else None
 
   done = history.step[-1] if history.step else 0
   epoch = history.epoch[-1] if history.epoch else 0
+  earlier_sessions = progress_state["elapsed"]
   session_start = time.perf_counter()
   bar = tqdm(total=total_steps, initial=done, disable=not progress, unit="step",
              dynamic_ncols=True, desc="fit")
@@ -547,8 +554,7 @@ def fit(distribution,
       try:
         loss_sum, skipped = train_steps(tf.constant(chunk, tf.int64))
       except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
-        if not state["jit"] or epoch > history.resumed_from_step or "XLA" not in str(e) \
-            and "xla" not in str(e):
+        if not state["jit"] or state.get("trained") or "xla" not in str(e).lower():
           raise
         state["jit"] = False  # XLA cannot compile this distribution: use a plain graph
         train_steps = make_train_steps()
@@ -559,13 +565,14 @@ def fit(distribution,
             f"(near step {done + chunk} of {total_steps}); they were skipped and the weights "
             "are those of the last finite step. Lower the learning rate, set clip_norm or "
             "nonfinite_learning_rate_factor.")
+      state["trained"] = True
       skipped = int(skipped)
       done += chunk
       epoch += 1
       taken = chunk - skipped
       train_nll = float(loss_sum) / taken if taken else math.nan
       val_nll = evaluate() if x_val is not None else math.nan
-      elapsed = progress_state["elapsed"] + time.perf_counter() - session_start
+      elapsed = earlier_sessions + time.perf_counter() - session_start
       history.epoch.append(epoch)
       history.step.append(done)
       history.train_nll.append(train_nll)
