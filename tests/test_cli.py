@@ -14,7 +14,7 @@ def test_train_end_to_end_writes_every_file(tmp_path, capsys):
   out = tmp_path / "run"
   assert cli.main(["train", *TINY, "--out", str(out)]) == 0
   for name in ("metrics.json", "loss_curve.png", "four_panels.png", "density.png",
-               "model/config.json", "model/weights.index"):
+               "model/tfp_realnvp.json"):
     assert (out / name).is_file(), name
   metrics = json.loads((out / "metrics.json").read_text())
   for key in ("test_nll", "oracle_nll", "gap", "steps", "wall_time_s", "parameters", "config"):

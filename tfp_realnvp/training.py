@@ -425,30 +425,23 @@ def fit(distribution,
     points, conditions = batch
     return distribution.log_prob(points, conditional_input=conditions, **log_prob_kwargs)
 
-  def train_step(batch):
+  def loss_and_grads(batch):
     with tf.GradientTape() as tape:
-      # Sum over the replica's rows, divided by the global batch: summing the
-      # replicas' gradients then gives the gradient of the global mean.
+      # Sum over the batch's rows divided by the global batch size: under a
+      # strategy, summing the replicas' losses and gradients gives those of
+      # the global mean.
       loss = -tf.reduce_sum(batch_log_prob(batch)) / batch_size
     grads = tape.gradient(loss, variables)
-    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    return loss, [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+
+  def apply_or_skip(loss, grads):
+    """Applies the step if it is finite, else skips it (and maybe rolls back)."""
     finite = tf.math.is_finite(loss)
     for g in grads:
       finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-    if strategy is not None:  # every replica must take the same branch
-      finite = tf.distribute.get_replica_context().all_reduce(
-          tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32)) > 0.5
 
     def apply():
-      clipped = grads
-      if clip_norm is not None:
-        if strategy is not None:
-          clipped = tf.distribute.get_replica_context().all_reduce(
-              tf.distribute.ReduceOp.SUM, grads)
-          clipped = tf.clip_by_global_norm(clipped, clip_norm)[0]
-          clipped = [g / replicas for g in clipped]  # re-summed by apply_gradients
-        else:
-          clipped = tf.clip_by_global_norm(grads, clip_norm)[0]
+      clipped = grads if clip_norm is None else tf.clip_by_global_norm(grads, clip_norm)[0]
       for saved, v in zip(previous, variables):
         saved.assign(v)
       optimizer.apply_gradients(zip(clipped, variables))
@@ -462,23 +455,28 @@ def fit(distribution,
     skipped = tf.cond(finite, apply, skip)
     return tf.where(finite, loss, tf.zeros_like(loss)), skipped
 
+  def train_step(batch):
+    if strategy is None:
+      return apply_or_skip(*loss_and_grads(batch))
+    # Gradients per replica, summed, then one update in cross-replica context
+    # (the optimizer updates every mirrored copy), so that a non-finite step
+    # is skipped by all replicas alike.
+    losses, grads = strategy.run(loss_and_grads, args=(batch,))
+    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+    grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+    return apply_or_skip(loss, grads)
+
   state = {"jit": bool(jit_compile)}
 
   def make_train_steps():
-    step_fn = tf.function(train_step, jit_compile=state["jit"]) if strategy is None else train_step
+    step_fn = tf.function(train_step, jit_compile=state["jit"])
 
     @tf.function
     def train_steps(num_steps):
       loss_sum = tf.constant(0.0, dtype=distribution.dtype)
       skipped_sum = tf.constant(0, tf.int64)
       for _ in tf.range(num_steps):
-        batch = next(iterator)
-        if strategy is None:
-          loss, skipped = step_fn(batch)
-        else:
-          losses, skips = strategy.run(step_fn, args=(batch,))
-          loss = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-          skipped = strategy.reduce(tf.distribute.ReduceOp.MAX, skips, axis=None)
+        loss, skipped = step_fn(next(iterator))
         loss_sum += loss
         skipped_sum += skipped
         if skipped > 0:
