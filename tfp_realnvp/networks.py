@@ -11,16 +11,28 @@ A coupling splits an event ``x = (x0, x1)`` and transforms ``x1`` elementwise:
   identity at initialization: the untrained flow is its base distribution.
 * With ``conditional_size > 0`` a conditioning vector ``c`` is concatenated to
   ``x0``, giving a conditional coupling ``t(x0, c), s(x0, c)``.
+
+:class:`SplineParameters` is the same perceptron emitting instead the bin
+widths, bin heights and interior knot slopes of a rational-quadratic spline
+per transformed coordinate (Durkan et al., 2019), zero-initialized so that the
+spline is exactly the identity at initialization.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["ShiftAndLogScale"]
+__all__ = ["ShiftAndLogScale", "SplineParameters"]
+
+
+def _check_units(input_units, output_units) -> None:
+  for label, value in (("input_units", input_units), ("output_units", output_units)):
+    if value is not None and (not isinstance(value, int) or value < 1):
+      raise ValueError(f"{label} must be a positive integer or None, got {value!r}")
 
 
 class ShiftAndLogScale(tf_keras.layers.Layer):
@@ -61,6 +73,8 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
     name: layer name.
   """
 
+  _OUTPUT_LAYER_NAME = "shift_and_log_scale"
+
   def __init__(self,
                hidden_units: Sequence[int] = (128, 128),
                activation="relu",
@@ -80,9 +94,7 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
         not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden_units):
       raise ValueError(
           f"hidden_units must be a non-empty sequence of positive integers, got {hidden_units!r}")
-    for label, value in (("input_units", input_units), ("output_units", output_units)):
-      if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"{label} must be a positive integer or None, got {value!r}")
+    _check_units(input_units, output_units)
     if not isinstance(conditional_size, int) or conditional_size < 0:
       raise ValueError(f"conditional_size must be a non-negative integer, got {conditional_size!r}")
     if log_scale_bound is not None and not log_scale_bound > 0:
@@ -121,12 +133,16 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
       layer.build((None, in_dim))
       in_dim = width
       self.hidden_layers.append(layer)
-    outputs = self.output_units * (1 if self.shift_only else 2)
+    outputs = self.output_units * self._outputs_per_unit()
     self.output_layer = tf_keras.layers.Dense(
         outputs, kernel_initializer="zeros", bias_initializer="zeros",
-        dtype=self.dtype, name="shift_and_log_scale")
+        dtype=self.dtype, name=self._OUTPUT_LAYER_NAME)
     self.output_layer.build((None, in_dim))
     self.built = True
+
+  def _outputs_per_unit(self) -> int:
+    """Network outputs per transformed coordinate."""
+    return 1 if self.shift_only else 2
 
   def build(self, input_shape):
     if not self.is_network_built:
@@ -134,7 +150,8 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
       self.build_network(input_units, self.output_units or input_units)
     self.built = True
 
-  def call(self, x0, output_units: int | None = None, conditional_input=None):
+  def _network_output(self, x0, output_units=None, conditional_input=None):
+    """Runs the MLP: ``batch_shape + [outputs_per_unit * output_units]``."""
     x0 = tf.convert_to_tensor(x0, dtype=self.dtype)
     if output_units is not None and self.output_units is not None and int(output_units) != self.output_units:
       raise ValueError(
@@ -175,6 +192,10 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
       h = layer(h)
     out = self.output_layer(h)
     out = tf.reshape(out, tf.concat([batch_shape, [tf.shape(out)[-1]]], 0))
+    return out
+
+  def call(self, x0, output_units: int | None = None, conditional_input=None):
+    out = self._network_output(x0, output_units, conditional_input)
     if self.shift_only:
       return out, None
     shift, raw_log_scale = tf.split(out, 2, axis=-1)
@@ -191,4 +212,102 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
         input_units=self.input_units, output_units=self.output_units,
         conditional_size=self.conditional_size, log_scale_bound=self.log_scale_bound,
         shift_only=self.shift_only)
+    return config
+
+
+class SplineParameters(ShiftAndLogScale):
+  """MLP giving the parameters of an elementwise rational-quadratic spline.
+
+  For each of the ``output_units`` transformed coordinates it emits
+  ``3 * num_bins - 1`` numbers, mapped to the arguments of
+  ``tfb.RationalQuadraticSpline`` on the interval ``[-bound, bound]``:
+
+  * bin widths and heights: ``2 * bound * (m + (1 - num_bins * m) * softmax(raw))``
+    with ``m = min_bin_fraction``, so each bin covers at least a fraction ``m``
+    of the interval and they sum to ``2 * bound``;
+  * interior knot slopes: ``min_slope + softplus(raw + c)`` with ``c`` chosen so
+    that a zero ``raw`` gives slope exactly 1.
+
+  The output layer starts at zero, so the bins are equal and every slope is 1:
+  the spline is the identity on ``[-bound, bound]`` (and, like every
+  ``RationalQuadraticSpline``, the identity outside it).
+
+  Called as ``net(x0, output_units, conditional_input=None) -> (bin_widths,
+  bin_heights, knot_slopes)`` of shapes ``batch_shape + [output_units,
+  num_bins]`` (twice) and ``batch_shape + [output_units, num_bins - 1]``.
+
+  Args:
+    hidden_units, activation, input_units, output_units, conditional_size,
+      kernel_initializer, dtype, name: as for :class:`ShiftAndLogScale`.
+    num_bins: number of spline bins, at least 2.
+    bound: half-width of the interval the spline acts on.
+    min_bin_fraction: smallest bin width/height as a fraction of the interval.
+    min_slope: smallest knot slope.
+  """
+
+  _OUTPUT_LAYER_NAME = "spline_parameters"
+
+  def __init__(self,
+               hidden_units: Sequence[int] = (128, 128),
+               activation="relu",
+               *,
+               input_units: int | None = None,
+               output_units: int | None = None,
+               conditional_size: int = 0,
+               num_bins: int = 8,
+               bound: float = 4.0,
+               min_bin_fraction: float = 1e-3,
+               min_slope: float = 1e-3,
+               kernel_initializer="glorot_uniform",
+               dtype=tf.float32,
+               name: str | None = None,
+               **kwargs):
+    # The weights depend on num_bins: build them after it is set.
+    super().__init__(hidden_units, activation, input_units=None, output_units=None,
+                     conditional_size=conditional_size, log_scale_bound=None,
+                     kernel_initializer=kernel_initializer, dtype=dtype, name=name, **kwargs)
+    _check_units(input_units, output_units)
+    if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
+      raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+    if not (isinstance(bound, (int, float)) and np.isfinite(bound) and bound > 0):
+      raise ValueError(f"bound must be a positive finite number, got {bound!r}")
+    if not 0.0 <= min_bin_fraction < 1.0 / num_bins:
+      raise ValueError(
+          f"min_bin_fraction must be in [0, 1/num_bins), got {min_bin_fraction!r}")
+    if not 0.0 <= min_slope < 1.0:
+      raise ValueError(f"min_slope must be in [0, 1), got {min_slope!r}")
+    self.num_bins = int(num_bins)
+    self.bound = float(bound)
+    self.min_bin_fraction = float(min_bin_fraction)
+    self.min_slope = float(min_slope)
+    # softplus(c) = 1 - min_slope, so that slope(raw = 0) = 1.
+    self._slope_offset = float(np.log(np.expm1(1.0 - self.min_slope)))
+    self.input_units = input_units
+    self.output_units = output_units if output_units is not None else input_units
+    if self.input_units is not None:
+      self.build_network(self.input_units, self.output_units)
+
+  def _outputs_per_unit(self) -> int:
+    return 3 * self.num_bins - 1
+
+  def call(self, x0, output_units: int | None = None, conditional_input=None):
+    out = self._network_output(x0, output_units, conditional_input)
+    k = self.num_bins
+    out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.output_units, 3 * k - 1]], 0))
+    raw_widths, raw_heights, raw_slopes = tf.split(out, [k, k, k - 1], axis=-1)
+    interval = 2.0 * self.bound
+
+    def bins(raw):
+      fraction = self.min_bin_fraction + (1.0 - k * self.min_bin_fraction) * tf.nn.softmax(raw)
+      return interval * fraction
+
+    slopes = self.min_slope + tf.nn.softplus(raw_slopes + self._slope_offset)
+    return bins(raw_widths), bins(raw_heights), slopes
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    for key in ("log_scale_bound", "shift_only"):
+      config.pop(key)
+    config.update(num_bins=self.num_bins, bound=self.bound,
+                  min_bin_fraction=self.min_bin_fraction, min_slope=self.min_slope)
     return config
