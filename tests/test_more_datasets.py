@@ -137,9 +137,10 @@ def test_gaussian16_is_fixed():
 
 
 def test_digits_split_dequantization_and_bits_per_dim():
-  train = D.digits(1437, seed=0, split="train", dtype=np.float64)
+  train = D.digits(1257, seed=0, split="train", dtype=np.float64)
+  valid = D.digits(180, seed=0, split="valid", dtype=np.float64)
   test = D.digits(360, seed=0, split="test", dtype=np.float64)
-  assert train.shape == (1437, 64) and test.shape == (360, 64)
+  assert train.shape == (1257, 64) and valid.shape == (180, 64) and test.shape == (360, 64)
   assert train.min() >= 0.0 and train.max() < 1.0
   levels_train = np.floor(train * 17).astype(int)
   levels_test = np.floor(test * 17).astype(int)
@@ -150,7 +151,10 @@ def test_digits_split_dequantization_and_bits_per_dim():
   index = {row.tobytes(): i for i, row in enumerate(images)}
   train_ids = {index[r.tobytes()] for r in levels_train}
   test_ids = {index[r.tobytes()] for r in levels_test}
-  assert len(train_ids) >= 1430 and not (train_ids & test_ids - _duplicates(images, index))
+  valid_ids = {index[r.tobytes()] for r in np.floor(valid * 17).astype(int)}
+  duplicates = _duplicates(images, index)
+  assert len(train_ids) >= 1250 and len(test_ids) >= 355
+  assert not ((train_ids & test_ids) | (train_ids & valid_ids) | (valid_ids & test_ids)) - duplicates
   assert D.digits(3000, seed=1).shape == (3000, 64)  # beyond the split: reuse
   assert D.digits_bits_per_dim(0.0) == pytest.approx(math.log2(17))
 

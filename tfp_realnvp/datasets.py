@@ -156,9 +156,12 @@ def _check_n(n) -> int:
     return int(n)
 
 
+SPLITS = ("train", "valid", "test")
+
+
 def _check_split(split: str) -> str:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
 
 
@@ -377,6 +380,7 @@ def gaussian16_log_prob(x, noise: float = 0.0) -> np.ndarray:
 _DIGITS_LEVELS = 17  # pixel values 0..16
 _DIGITS_SIZE = 64
 _DIGITS_TEST_FRACTION = 0.2
+_DIGITS_VALID_FRACTION = 0.1
 _DIGITS_SPLIT_SEED = 0
 
 
@@ -385,18 +389,22 @@ def _digits_splits():
     values = load_digits().data.astype(np.int64)  # bundled with scikit-learn
     order = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(values.shape[0])
     n_test = int(round(_DIGITS_TEST_FRACTION * values.shape[0]))
-    test, train = values[order[:n_test]], values[order[n_test:]]
-    train.setflags(write=False)
-    test.setflags(write=False)
-    return {"train": train, "test": test}
+    n_valid = int(round(_DIGITS_VALID_FRACTION * values.shape[0]))
+    splits = {"test": values[order[:n_test]],
+              "valid": values[order[n_test:n_test + n_valid]],
+              "train": values[order[n_test + n_valid:]]}
+    for array in splits.values():
+        array.setflags(write=False)
+    return splits
 
 
 def digits(n: int, noise: float = 0.0, seed: int | None = 0, split: str = "train",
            dtype=np.float32):
-    """Dequantized 8x8 digits in ``[0, 1]^64`` from a fixed train/test split.
+    """Dequantized 8x8 digits in ``[0, 1]^64`` from a fixed split.
 
     scikit-learn's bundled ``load_digits`` (1797 images, levels 0..16) is split
-    once (seeded) into 1437 training and 360 test images.  ``n`` images of
+    once (seeded) into 1257 training, 180 validation (``split="valid"``) and
+    360 test images.  ``n`` images of
     ``split`` are taken in a random order (without replacement while ``n``
     does not exceed the split; beyond, every image is used about equally
     often) and dequantized: ``(v + u) / 17`` with ``u ~ U[0, 1)^64`` fresh for
@@ -432,8 +440,8 @@ class Dataset:
     name: the name ``tfp-realnvp train --dataset`` takes.
     event_size: dimensions of a point.
     sample: ``sample(n, noise, seed, split="train") -> array [n, event_size]``.
-      ``split`` (``"train"`` or ``"test"``) matters only for ``finite``
-      datasets, which draw from a fixed train/test split; generators ignore it
+      ``split`` (``"train"``, ``"valid"`` or ``"test"``) matters only for
+      ``finite`` datasets, which draw from a fixed split; generators ignore it
       (different seeds give independent draws).
     log_prob: ``log_prob(x, noise) -> array [n]``, the true log-density in
       nats, or ``None`` when unknown.
@@ -442,7 +450,7 @@ class Dataset:
       noise, ``digits`` ignores it).
     description: one line for ``--help``.
     finite: whether samples come from a fixed set of points (use
-      ``split="test"``, or :meth:`train_test`, for held-out data).
+      ``split="valid"``/``"test"``, or :meth:`train_test`, for held-out data).
     bits_per_dim: for quantized data, maps a mean NLL in nats (of the
       dequantized points, in the units ``sample`` returns) to bits per
       dimension of the discrete data; ``None`` otherwise.
