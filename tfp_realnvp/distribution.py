@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm
 from tfp_realnvp.bijectors import coupling_names, real_nvp_bijector
+from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm  # noqa: I001
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -78,8 +78,8 @@ class RealNVP(tfd.TransformedDistribution):
     actnorm: add an activation normalization (trainable per-dimension shift
       and log-scale, data-initialized by :meth:`adapt`) between couplings.
     loc, scale: initial normalization (defaults 0 and 1; see :meth:`adapt`).
-    seed: seed of random permutations (drawn and recorded in ``config`` when
-      ``None`` with ``permutation="random"``).
+    seed: seed of random permutations; with ``permutation="random"`` and no
+      seed, one is drawn and recorded in :attr:`config`.
     dtype: ``tf.float32`` or ``tf.float64``.
     validate_args: turn on TFP's argument checks in every bijector.
     name: name of the distribution.
@@ -108,14 +108,14 @@ class RealNVP(tfd.TransformedDistribution):
                name: str = "RealNVP",
                bijector: tfb.Bijector | None = None):
     parameters = dict(locals())
-    if seed is None and permutation == "random" and bijector is None:
-      # Draw the seed now and record it, so that the config (and a model
-      # rebuilt from it) has the same permutations.
-      seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-      parameters["seed"] = seed
     dtype = tf.as_dtype(dtype)
     if dtype not in (tf.float32, tf.float64):
       raise TypeError(f"dtype must be tf.float32 or tf.float64, got {dtype.name}")
+    if seed is None and permutation == "random" and bijector is None:
+      # Draw the seed here, so that config records it and save/load (and
+      # copy) rebuild the same permutations.
+      seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+      parameters["seed"] = seed
     with tf.name_scope(name) as name_scope:
       if bijector is None:
         flow_bijector = real_nvp_bijector(

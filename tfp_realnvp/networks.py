@@ -29,12 +29,6 @@ import tf_keras
 __all__ = ["ShiftAndLogScale", "SplineParameters"]
 
 
-def _check_units(input_units, output_units) -> None:
-  for label, value in (("input_units", input_units), ("output_units", output_units)):
-    if value is not None and (not isinstance(value, int) or value < 1):
-      raise ValueError(f"{label} must be a positive integer or None, got {value!r}")
-
-
 class ShiftAndLogScale(tf_keras.layers.Layer):
   """MLP giving the shift and the bounded log-scale of an affine coupling.
 
@@ -73,8 +67,6 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
     name: layer name.
   """
 
-  _OUTPUT_LAYER_NAME = "shift_and_log_scale"
-
   def __init__(self,
                hidden_units: Sequence[int] = (128, 128),
                activation="relu",
@@ -94,7 +86,9 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
         not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden_units):
       raise ValueError(
           f"hidden_units must be a non-empty sequence of positive integers, got {hidden_units!r}")
-    _check_units(input_units, output_units)
+    for label, value in (("input_units", input_units), ("output_units", output_units)):
+      if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"{label} must be a positive integer or None, got {value!r}")
     if not isinstance(conditional_size, int) or conditional_size < 0:
       raise ValueError(f"conditional_size must be a non-negative integer, got {conditional_size!r}")
     if log_scale_bound is not None and not log_scale_bound > 0:
@@ -133,16 +127,12 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
       layer.build((None, in_dim))
       in_dim = width
       self.hidden_layers.append(layer)
-    outputs = self.output_units * self._outputs_per_unit()
+    outputs = self.output_units * (1 if self.shift_only else 2)
     self.output_layer = tf_keras.layers.Dense(
         outputs, kernel_initializer="zeros", bias_initializer="zeros",
-        dtype=self.dtype, name=self._OUTPUT_LAYER_NAME)
+        dtype=self.dtype, name="shift_and_log_scale")
     self.output_layer.build((None, in_dim))
     self.built = True
-
-  def _outputs_per_unit(self) -> int:
-    """Network outputs per transformed coordinate."""
-    return 1 if self.shift_only else 2
 
   def build(self, input_shape):
     if not self.is_network_built:
@@ -150,8 +140,7 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
       self.build_network(input_units, self.output_units or input_units)
     self.built = True
 
-  def _network_output(self, x0, output_units=None, conditional_input=None):
-    """Runs the MLP: ``batch_shape + [outputs_per_unit * output_units]``."""
+  def call(self, x0, output_units: int | None = None, conditional_input=None):
     x0 = tf.convert_to_tensor(x0, dtype=self.dtype)
     if output_units is not None and self.output_units is not None and int(output_units) != self.output_units:
       raise ValueError(
@@ -192,10 +181,6 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
       h = layer(h)
     out = self.output_layer(h)
     out = tf.reshape(out, tf.concat([batch_shape, [tf.shape(out)[-1]]], 0))
-    return out
-
-  def call(self, x0, output_units: int | None = None, conditional_input=None):
-    out = self._network_output(x0, output_units, conditional_input)
     if self.shift_only:
       return out, None
     shift, raw_log_scale = tf.split(out, 2, axis=-1)
@@ -215,7 +200,7 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
     return config
 
 
-class SplineParameters(ShiftAndLogScale):
+class SplineParameters(tf_keras.layers.Layer):
   """MLP giving the parameters of an elementwise rational-quadratic spline.
 
   For each of the ``output_units`` transformed coordinates it emits
@@ -228,8 +213,10 @@ class SplineParameters(ShiftAndLogScale):
   * interior knot slopes: ``min_slope + softplus(raw + c)`` with ``c`` chosen so
     that a zero ``raw`` gives slope exactly 1.
 
-  The output layer starts at zero, so the bins are equal and every slope is 1:
-  the spline is the identity on ``[-bound, bound]`` (and, like every
+  The perceptron is a :class:`ShiftAndLogScale` in ``shift_only`` mode (the
+  same hidden layers, conditioning and zero-initialized output layer), so at
+  initialization the bins are equal and every slope is 1: the spline is the
+  identity on ``[-bound, bound]`` (and, like every
   ``RationalQuadraticSpline``, the identity outside it).
 
   Called as ``net(x0, output_units, conditional_input=None) -> (bin_widths,
@@ -237,21 +224,22 @@ class SplineParameters(ShiftAndLogScale):
   num_bins]`` (twice) and ``batch_shape + [output_units, num_bins - 1]``.
 
   Args:
-    hidden_units, activation, input_units, output_units, conditional_size,
-      kernel_initializer, dtype, name: as for :class:`ShiftAndLogScale`.
+    hidden_units, activation, conditional_size, kernel_initializer, dtype,
+      name: as for :class:`ShiftAndLogScale`.
+    input_units: size of ``x0`` (required: the weights are built now).
+    output_units: number of transformed coordinates (defaults to
+      ``input_units``).
     num_bins: number of spline bins, at least 2.
     bound: half-width of the interval the spline acts on.
     min_bin_fraction: smallest bin width/height as a fraction of the interval.
     min_slope: smallest knot slope.
   """
 
-  _OUTPUT_LAYER_NAME = "spline_parameters"
-
   def __init__(self,
                hidden_units: Sequence[int] = (128, 128),
                activation="relu",
                *,
-               input_units: int | None = None,
+               input_units: int,
                output_units: int | None = None,
                conditional_size: int = 0,
                num_bins: int = 8,
@@ -262,11 +250,11 @@ class SplineParameters(ShiftAndLogScale):
                dtype=tf.float32,
                name: str | None = None,
                **kwargs):
-    # The weights depend on num_bins: build them after it is set.
-    super().__init__(hidden_units, activation, input_units=None, output_units=None,
-                     conditional_size=conditional_size, log_scale_bound=None,
-                     kernel_initializer=kernel_initializer, dtype=dtype, name=name, **kwargs)
-    _check_units(input_units, output_units)
+    super().__init__(dtype=dtype, name=name, **kwargs)
+    if not isinstance(input_units, int) or isinstance(input_units, bool) or input_units < 1:
+      raise ValueError(f"input_units must be a positive integer, got {input_units!r}")
+    if output_units is not None and (not isinstance(output_units, int) or output_units < 1):
+      raise ValueError(f"output_units must be a positive integer or None, got {output_units!r}")
     if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
       raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
     if not (isinstance(bound, (int, float)) and np.isfinite(bound) and bound > 0):
@@ -276,22 +264,28 @@ class SplineParameters(ShiftAndLogScale):
           f"min_bin_fraction must be in [0, 1/num_bins), got {min_bin_fraction!r}")
     if not 0.0 <= min_slope < 1.0:
       raise ValueError(f"min_slope must be in [0, 1), got {min_slope!r}")
+    self.input_units = int(input_units)
+    self.output_units = int(output_units if output_units is not None else input_units)
+    self.conditional_size = conditional_size
     self.num_bins = int(num_bins)
     self.bound = float(bound)
     self.min_bin_fraction = float(min_bin_fraction)
     self.min_slope = float(min_slope)
     # softplus(c) = 1 - min_slope, so that slope(raw = 0) = 1.
     self._slope_offset = float(np.log(np.expm1(1.0 - self.min_slope)))
-    self.input_units = input_units
-    self.output_units = output_units if output_units is not None else input_units
-    if self.input_units is not None:
-      self.build_network(self.input_units, self.output_units)
-
-  def _outputs_per_unit(self) -> int:
-    return 3 * self.num_bins - 1
+    self.mlp = ShiftAndLogScale(
+        hidden_units, activation, input_units=self.input_units,
+        output_units=self.output_units * (3 * self.num_bins - 1),
+        conditional_size=conditional_size, shift_only=True, log_scale_bound=None,
+        kernel_initializer=kernel_initializer, dtype=dtype, name="mlp")
+    self.built = True
 
   def call(self, x0, output_units: int | None = None, conditional_input=None):
-    out = self._network_output(x0, output_units, conditional_input)
+    if output_units is not None and int(output_units) != self.output_units:
+      raise ValueError(
+          f"{self.name} was built for {self.output_units} output units but the coupling "
+          f"asked for {int(output_units)}")
+    out, _ = self.mlp(x0, conditional_input=conditional_input)
     k = self.num_bins
     out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.output_units, 3 * k - 1]], 0))
     raw_widths, raw_heights, raw_slopes = tf.split(out, [k, k, k - 1], axis=-1)
@@ -306,8 +300,10 @@ class SplineParameters(ShiftAndLogScale):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    for key in ("log_scale_bound", "shift_only"):
-      config.pop(key)
-    config.update(num_bins=self.num_bins, bound=self.bound,
-                  min_bin_fraction=self.min_bin_fraction, min_slope=self.min_slope)
+    mlp = self.mlp.get_config()
+    config.update(
+        hidden_units=mlp["hidden_units"], activation=mlp["activation"],
+        input_units=self.input_units, output_units=self.output_units,
+        conditional_size=self.conditional_size, num_bins=self.num_bins, bound=self.bound,
+        min_bin_fraction=self.min_bin_fraction, min_slope=self.min_slope)
     return config
