@@ -11,6 +11,11 @@ transforms the rest elementwise, conditioned on the kept ones:
 bijectors whose ``shift_and_log_scale_fn`` is a :class:`ShiftAndLogScale`
 network, with a ``tfb.Permute`` between consecutive couplings so that every
 coordinate is transformed (and conditions others) along the chain.
+
+Options (all identity at initialization): additive (NICE) and
+rational-quadratic spline couplings (:mod:`tfp_realnvp.couplings`), random or
+learned LU mixing instead of the reversal (:mod:`tfp_realnvp.permutations`),
+and activation normalization between couplings (:mod:`tfp_realnvp.actnorm`).
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp.networks import ShiftAndLogScale
+from tfp_realnvp.actnorm import ActNorm
+from tfp_realnvp.couplings import COUPLINGS, make_coupling
+from tfp_realnvp.permutations import PERMUTATIONS, make_permutation, permutation_indices
 
 tfb = tfp.bijectors
 
-__all__ = ["real_nvp_bijector", "coupling_names", "PERMUTATIONS"]
-
-PERMUTATIONS = ("reverse", "random")
+__all__ = ["real_nvp_bijector", "coupling_names", "PERMUTATIONS", "COUPLINGS"]
 
 
 def _check_positive_int(label: str, value, minimum: int = 1) -> int:
@@ -42,15 +47,7 @@ def coupling_names(num_couplings: int) -> list[str]:
 
 
 def _permutation(kind: str, event_size: int, index: int, seed) -> np.ndarray:
-  if kind == "reverse":
-    return np.arange(event_size)[::-1].copy()
-  rng = np.random.default_rng(None if seed is None else [int(seed), index])
-  while True:
-    perm = rng.permutation(event_size)
-    # A permutation that keeps the conditioning block as it is would waste a coupling.
-    if event_size < 2 or not np.array_equal(np.sort(perm[: event_size // 2]),
-                                            np.arange(event_size // 2)):
-      return perm
+  return permutation_indices(kind, event_size, index, seed)
 
 
 def real_nvp_bijector(event_size: int,
@@ -61,19 +58,35 @@ def real_nvp_bijector(event_size: int,
                       permutation: str = "reverse",
                       log_scale_bound: float | None = 3.0,
                       conditional_size: int = 0,
+                      coupling: str = "affine",
+                      spline_bins: int = 8,
+                      spline_bound: float = 4.0,
+                      actnorm: bool = False,
                       seed: int | None = None,
                       dtype=tf.float32,
                       validate_args: bool = False,
                       name: str = "real_nvp") -> tfb.Chain:
-  """A ``tfb.Chain`` of ``tfb.RealNVP`` affine couplings and ``tfb.Permute``s.
+  """A ``tfb.Chain`` of ``tfb.RealNVP`` couplings and permutations.
 
   The chain maps base (latent) space to data space in ``forward``.  Each
   coupling keeps ``event_size // 2`` coordinates and transforms the other
   ``event_size - event_size // 2``; between couplings a permutation reorders
   the coordinates (``"reverse"``: reverse their order, which makes consecutive
   couplings alternate halves; ``"random"``: a fixed random permutation drawn
-  from ``seed``).  Odd event sizes work: with reversal, the coordinate kept in
-  one coupling is transformed in the next.
+  from ``seed``; ``"lu"``: a learned invertible linear map
+  ``tfb.ScaleMatvecLU`` that starts as the reversal, see
+  :mod:`tfp_realnvp.permutations`).  Odd event sizes work: with reversal, the
+  coordinate kept in one coupling is transformed in the next.
+
+  ``coupling`` picks the coupling transform (:mod:`tfp_realnvp.couplings`):
+  ``"affine"`` (RealNVP), ``"additive"`` (NICE, volume-preserving) or
+  ``"spline"`` (rational-quadratic spline on ``[-spline_bound, spline_bound]``
+  with ``spline_bins`` bins, identity outside).  With ``actnorm=True`` an
+  :class:`~tfp_realnvp.actnorm.ActNorm` named ``actnorm_i`` sits between
+  coupling ``i`` and the next permutation (in ``forward``), i.e. it normalizes
+  the input of coupling ``i`` in the normalizing direction; see
+  :func:`~tfp_realnvp.actnorm.initialize_actnorm`.  Every option is the
+  identity at initialization.
 
   Event shape ``[event_size]``; inputs may have any batch shape.
 
@@ -91,14 +104,19 @@ def real_nvp_bijector(event_size: int,
 
   Args:
     event_size: number of dimensions of an event, at least 2.
-    num_couplings: number of affine couplings.
+    num_couplings: number of couplings.
     hidden_units: hidden widths of each coupling's network.
     activation: hidden activation of each network.
-    permutation: ``"reverse"`` or ``"random"``.
-    log_scale_bound: soft bound on each coupling's log-scale (see
+    permutation: ``"reverse"``, ``"random"`` or ``"lu"``.
+    log_scale_bound: soft bound on each affine coupling's log-scale (see
       :class:`ShiftAndLogScale`), ``None`` for unbounded.
     conditional_size: size of a conditioning vector fed to every network
       (pass it as ``conditional_input=`` to the couplings), 0 for none.
+    coupling: ``"affine"``, ``"additive"`` or ``"spline"``.
+    spline_bins: bins of each spline (``coupling="spline"``).
+    spline_bound: half-width of the interval each spline acts on.
+    actnorm: insert an activation normalization after each coupling but the
+      last.
     seed: seed of the random permutations.
     dtype: dtype of the networks.
     validate_args: turn on TFP's argument checks in every bijector.
@@ -106,29 +124,29 @@ def real_nvp_bijector(event_size: int,
 
   Returns:
     A ``tfb.Chain`` whose couplings are named ``coupling_0`` (applied first in
-    ``forward``) to ``coupling_{num_couplings - 1}``.
+    ``forward``) to ``coupling_{num_couplings - 1}``, with ``permute_i``
+    (and ``actnorm_i``) after ``coupling_i``.
   """
   event_size = _check_positive_int("event_size", event_size, minimum=2)
   num_couplings = _check_positive_int("num_couplings", num_couplings)
   if permutation not in PERMUTATIONS:
     raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}")
+  if coupling not in COUPLINGS:
+    raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
 
-  num_masked = event_size // 2
-  transformed = event_size - num_masked
   forward_order = []  # bijectors in the order forward() applies them
   for i, coupling_name in enumerate(coupling_names(num_couplings)):
     if i > 0:
-      perm = _permutation(permutation, event_size, i, seed)
-      forward_order.append(tfb.Permute(
-          permutation=perm.astype(np.int32), validate_args=validate_args,
+      if actnorm:
+        forward_order.append(ActNorm(event_size, dtype=dtype, validate_args=validate_args,
+                                     name=f"actnorm_{i - 1}"))
+      forward_order.append(make_permutation(
+          permutation, event_size, i, seed, dtype=dtype, validate_args=validate_args,
           name=f"permute_{i - 1}"))
-    network = ShiftAndLogScale(
-        hidden_units, activation,
-        input_units=num_masked, output_units=transformed,
-        conditional_size=conditional_size, log_scale_bound=log_scale_bound,
-        dtype=dtype, name=f"{coupling_name}_network")
-    forward_order.append(tfb.RealNVP(
-        num_masked=num_masked, shift_and_log_scale_fn=network,
-        validate_args=validate_args, name=coupling_name))
+    forward_order.append(make_coupling(
+        coupling, event_size, hidden_units, activation,
+        log_scale_bound=log_scale_bound, spline_bins=spline_bins,
+        spline_bound=spline_bound, conditional_size=conditional_size,
+        dtype=dtype, validate_args=validate_args, name=coupling_name))
   # tfb.Chain applies its list right to left in forward().
   return tfb.Chain(forward_order[::-1], validate_args=validate_args, name=name)

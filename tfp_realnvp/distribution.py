@@ -26,6 +26,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.distributions import transformed_distribution as _td
 
 from tfp_realnvp.bijectors import coupling_names, real_nvp_bijector
+from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm  # noqa: I001
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -97,15 +98,25 @@ class RealNVP(_td._TransformedDistribution):
 
   Args:
     event_size: number of dimensions of an event, at least 2.
-    num_couplings: number of affine couplings.
+    num_couplings: number of couplings.
     hidden_units: hidden widths of each coupling network.
     activation: hidden activation.
-    permutation: ``"reverse"`` or ``"random"`` permutations between couplings.
-    log_scale_bound: soft bound on each coupling's log-scale, ``None`` for
-      unbounded.
+    permutation: mixing between couplings: ``"reverse"`` (default),
+      ``"random"`` (fixed, from ``seed``) or ``"lu"`` (a learned invertible
+      linear map, ``tfb.ScaleMatvecLU``, starting as the reversal).
+    log_scale_bound: soft bound on each affine coupling's log-scale, ``None``
+      for unbounded.
     conditional_size: size of a conditioning vector, 0 for an unconditional
       flow.  A conditional flow takes ``conditional_input=c`` in
       ``log_prob``/``sample`` and routes it to every coupling.
+    coupling: ``"affine"`` (RealNVP, default), ``"additive"`` (NICE:
+      shift only, volume-preserving) or ``"spline"`` (rational-quadratic
+      spline, ``tfb.RationalQuadraticSpline``).
+    spline_bins: number of bins of each spline.
+    spline_bound: each spline acts on ``[-spline_bound, spline_bound]`` of
+      normalized units (see :meth:`adapt`) and is the identity outside.
+    actnorm: add an activation normalization (trainable per-dimension shift
+      and log-scale, data-initialized by :meth:`adapt`) between couplings.
     loc, scale: initial normalization (defaults 0 and 1; see :meth:`adapt`).
     seed: seed of random permutations; with ``permutation="random"`` and no
       seed, one is drawn and recorded in :attr:`config`.
@@ -125,6 +136,10 @@ class RealNVP(_td._TransformedDistribution):
                permutation: str = "reverse",
                log_scale_bound: float | None = 3.0,
                conditional_size: int = 0,
+               coupling: str = "affine",
+               spline_bins: int = 8,
+               spline_bound: float = 4.0,
+               actnorm: bool = False,
                loc=None,
                scale=None,
                seed: int | None = None,
@@ -146,8 +161,9 @@ class RealNVP(_td._TransformedDistribution):
         flow_bijector = real_nvp_bijector(
             event_size, num_couplings, hidden_units, activation,
             permutation=permutation, log_scale_bound=log_scale_bound,
-            conditional_size=conditional_size, seed=seed, dtype=dtype,
-            validate_args=validate_args, name=_FLOW_NAME)
+            conditional_size=conditional_size, coupling=coupling,
+            spline_bins=spline_bins, spline_bound=spline_bound, actnorm=actnorm,
+            seed=seed, dtype=dtype, validate_args=validate_args, name=_FLOW_NAME)
         loc_var = tf.Variable(
             np.zeros(event_size) if loc is None else np.broadcast_to(loc, [event_size]),
             dtype=dtype, trainable=False, name="loc")
@@ -172,7 +188,9 @@ class RealNVP(_td._TransformedDistribution):
           hidden_units=[int(h) for h in hidden_units],
           activation=activation if isinstance(activation, str) else None,
           permutation=permutation, log_scale_bound=log_scale_bound,
-          conditional_size=int(conditional_size), seed=seed, dtype=dtype.name,
+          conditional_size=int(conditional_size), coupling=coupling,
+          spline_bins=int(spline_bins), spline_bound=float(spline_bound),
+          actnorm=bool(actnorm), seed=seed, dtype=dtype.name,
           validate_args=bool(validate_args), name=name)
       base = tfd.MultivariateNormalDiag(
           loc=tf.zeros([event_size], dtype=dtype), validate_args=validate_args,
@@ -363,11 +381,16 @@ class RealNVP(_td._TransformedDistribution):
     """Whether :meth:`adapt` (or an explicit ``loc``/``scale``) set the normalization."""
     return bool(self.bijector.adapted.numpy())
 
-  def adapt(self, data) -> "RealNVP":
+  @property
+  def has_actnorm(self) -> bool:
+    return bool(actnorm_layers(self.flow_bijector))
+
+  def adapt(self, data, conditional_input=None) -> "RealNVP":
     """Sets the normalization to the per-dimension mean and std of ``data``.
 
     ``data`` has shape ``[n, event_size]``.  A dimension with zero spread
-    keeps scale 1.  Returns ``self``.
+    keeps scale 1.  With ``actnorm=True`` it then data-initializes the
+    activation normalizations (:meth:`initialize_actnorm`).  Returns ``self``.
     """
     data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2 or data.shape[-1] != self._event_size or data.shape[0] < 2:
@@ -380,4 +403,33 @@ class RealNVP(_td._TransformedDistribution):
     self.loc.assign(data.mean(axis=0).astype(self.dtype.as_numpy_dtype))
     self.scale.assign(std.astype(self.dtype.as_numpy_dtype))
     self.bijector.adapted.assign(True)
+    if self.has_actnorm:
+      self.initialize_actnorm(data, conditional_input)
+    return self
+
+  def initialize_actnorm(self, data, conditional_input=None) -> "RealNVP":
+    """Data-initializes every activation normalization of the flow.
+
+    Pushes ``data`` (data units, shape ``[n, event_size]``) through the
+    normalization and the couplings in the normalizing (inverse) direction and
+    sets each ``actnorm_i`` so that what reaches it leaves it with zero mean
+    and unit variance per dimension (Glow's data-dependent initialization).
+    A conditional flow uses ``conditional_input`` (shape ``[n,
+    conditional_size]``), or zeros when it is ``None``, which is exact while
+    the couplings are untrained (they start as the identity whatever the
+    condition).  Does nothing without ``actnorm``.  Returns ``self``.
+    """
+    data = np.asarray(data, dtype=self.dtype.as_numpy_dtype)
+    if data.ndim != 2 or data.shape[-1] != self._event_size:
+      raise ValueError(
+          f"initialize_actnorm expects data of shape [n, {self._event_size}], got {data.shape}")
+    if not self.has_actnorm:
+      return self
+    u = (data - self.loc.numpy()) / self.scale.numpy()
+    kwargs = {}
+    if self._conditional_size:
+      c = (np.zeros([data.shape[0], self._conditional_size], self.dtype.as_numpy_dtype)
+           if conditional_input is None else self._check_conditional_input(conditional_input))
+      kwargs = {n: {"conditional_input": c} for n in coupling_names(self._num_couplings)}
+    initialize_actnorm(self.flow_bijector, u, kwargs)
     return self

@@ -11,16 +11,22 @@ A coupling splits an event ``x = (x0, x1)`` and transforms ``x1`` elementwise:
   identity at initialization: the untrained flow is its base distribution.
 * With ``conditional_size > 0`` a conditioning vector ``c`` is concatenated to
   ``x0``, giving a conditional coupling ``t(x0, c), s(x0, c)``.
+
+:class:`SplineParameters` is the same perceptron emitting instead the bin
+widths, bin heights and interior knot slopes of a rational-quadratic spline
+per transformed coordinate (Durkan et al., 2019), zero-initialized so that the
+spline is exactly the identity at initialization.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["ShiftAndLogScale"]
+__all__ = ["ShiftAndLogScale", "SplineParameters"]
 
 
 class ShiftAndLogScale(tf_keras.layers.Layer):
@@ -192,4 +198,113 @@ class ShiftAndLogScale(tf_keras.layers.Layer):
         input_units=self.input_units, output_units=self.output_units,
         conditional_size=self.conditional_size, log_scale_bound=self.log_scale_bound,
         shift_only=self.shift_only)
+    return config
+
+
+class SplineParameters(tf_keras.layers.Layer):
+  """MLP giving the parameters of an elementwise rational-quadratic spline.
+
+  For each of the ``output_units`` transformed coordinates it emits
+  ``3 * num_bins - 1`` numbers, mapped to the arguments of
+  ``tfb.RationalQuadraticSpline`` on the interval ``[-bound, bound]``:
+
+  * bin widths and heights: ``2 * bound * (m + (1 - num_bins * m) * softmax(raw))``
+    with ``m = min_bin_fraction``, so each bin covers at least a fraction ``m``
+    of the interval and they sum to ``2 * bound``;
+  * interior knot slopes: ``min_slope + softplus(raw + c)`` with ``c`` chosen so
+    that a zero ``raw`` gives slope exactly 1.
+
+  The perceptron is a :class:`ShiftAndLogScale` in ``shift_only`` mode (the
+  same hidden layers, conditioning and zero-initialized output layer), so at
+  initialization the bins are equal and every slope is 1: the spline is the
+  identity on ``[-bound, bound]`` (and, like every
+  ``RationalQuadraticSpline``, the identity outside it).
+
+  Called as ``net(x0, output_units, conditional_input=None) -> (bin_widths,
+  bin_heights, knot_slopes)`` of shapes ``batch_shape + [output_units,
+  num_bins]`` (twice) and ``batch_shape + [output_units, num_bins - 1]``.
+
+  Args:
+    hidden_units, activation, conditional_size, kernel_initializer, dtype,
+      name: as for :class:`ShiftAndLogScale`.
+    input_units: size of ``x0`` (required: the weights are built now).
+    output_units: number of transformed coordinates (defaults to
+      ``input_units``).
+    num_bins: number of spline bins, at least 2.
+    bound: half-width of the interval the spline acts on.
+    min_bin_fraction: smallest bin width/height as a fraction of the interval.
+    min_slope: smallest knot slope.
+  """
+
+  def __init__(self,
+               hidden_units: Sequence[int] = (128, 128),
+               activation="relu",
+               *,
+               input_units: int,
+               output_units: int | None = None,
+               conditional_size: int = 0,
+               num_bins: int = 8,
+               bound: float = 4.0,
+               min_bin_fraction: float = 1e-3,
+               min_slope: float = 1e-3,
+               kernel_initializer="glorot_uniform",
+               dtype=tf.float32,
+               name: str | None = None,
+               **kwargs):
+    super().__init__(dtype=dtype, name=name, **kwargs)
+    if not isinstance(input_units, int) or isinstance(input_units, bool) or input_units < 1:
+      raise ValueError(f"input_units must be a positive integer, got {input_units!r}")
+    if output_units is not None and (not isinstance(output_units, int) or output_units < 1):
+      raise ValueError(f"output_units must be a positive integer or None, got {output_units!r}")
+    if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
+      raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+    if not (isinstance(bound, (int, float)) and np.isfinite(bound) and bound > 0):
+      raise ValueError(f"bound must be a positive finite number, got {bound!r}")
+    if not 0.0 <= min_bin_fraction < 1.0 / num_bins:
+      raise ValueError(
+          f"min_bin_fraction must be in [0, 1/num_bins), got {min_bin_fraction!r}")
+    if not 0.0 <= min_slope < 1.0:
+      raise ValueError(f"min_slope must be in [0, 1), got {min_slope!r}")
+    self.input_units = int(input_units)
+    self.output_units = int(output_units if output_units is not None else input_units)
+    self.conditional_size = conditional_size
+    self.num_bins = int(num_bins)
+    self.bound = float(bound)
+    self.min_bin_fraction = float(min_bin_fraction)
+    self.min_slope = float(min_slope)
+    # softplus(c) = 1 - min_slope, so that slope(raw = 0) = 1.
+    self._slope_offset = float(np.log(np.expm1(1.0 - self.min_slope)))
+    self.mlp = ShiftAndLogScale(
+        hidden_units, activation, input_units=self.input_units,
+        output_units=self.output_units * (3 * self.num_bins - 1),
+        conditional_size=conditional_size, shift_only=True, log_scale_bound=None,
+        kernel_initializer=kernel_initializer, dtype=dtype, name="mlp")
+    self.built = True
+
+  def call(self, x0, output_units: int | None = None, conditional_input=None):
+    if output_units is not None and int(output_units) != self.output_units:
+      raise ValueError(
+          f"{self.name} was built for {self.output_units} output units but the coupling "
+          f"asked for {int(output_units)}")
+    out, _ = self.mlp(x0, conditional_input=conditional_input)
+    k = self.num_bins
+    out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.output_units, 3 * k - 1]], 0))
+    raw_widths, raw_heights, raw_slopes = tf.split(out, [k, k, k - 1], axis=-1)
+    interval = 2.0 * self.bound
+
+    def bins(raw):
+      fraction = self.min_bin_fraction + (1.0 - k * self.min_bin_fraction) * tf.nn.softmax(raw)
+      return interval * fraction
+
+    slopes = self.min_slope + tf.nn.softplus(raw_slopes + self._slope_offset)
+    return bins(raw_widths), bins(raw_heights), slopes
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    mlp = self.mlp.get_config()
+    config.update(
+        hidden_units=mlp["hidden_units"], activation=mlp["activation"],
+        input_units=self.input_units, output_units=self.output_units,
+        conditional_size=self.conditional_size, num_bins=self.num_bins, bound=self.bound,
+        min_bin_fraction=self.min_bin_fraction, min_slope=self.min_slope)
     return config
