@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="number of affine coupling layers")
   train.add_argument("--hidden", type=_widths, default=defaults.hidden_units,
                      help="hidden widths of each coupling network, comma-separated")
+  train.add_argument("--coupling", default=defaults.coupling, choices=("affine", "additive", "spline"),
+                     help="coupling type: affine (RealNVP), additive (NICE) or a rational-quadratic spline")
+  train.add_argument("--permutation", default=defaults.permutation,
+                     choices=("reverse", "random", "lu"),
+                     help="mixing between couplings: reverse order, a fixed random permutation, "
+                          "or a learned LU-decomposed linear map")
+  train.add_argument("--actnorm", action="store_true",
+                     help="add data-initialized activation normalization between couplings")
   train.add_argument("--log-scale-bound", type=_bound, default=defaults.log_scale_bound,
                      help="soft bound on each coupling's log-scale ('none': unbounded)")
   train.add_argument("--steps", type=_positive_int, default=defaults.steps,
@@ -126,7 +134,8 @@ def _train(args) -> int:
 
   config = TrainConfig(
       dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, noise=args.noise,
-      num_couplings=args.couplings, hidden_units=args.hidden,
+      num_couplings=args.couplings, hidden_units=args.hidden, coupling=args.coupling,
+      permutation=args.permutation, actnorm=args.actnorm,
       log_scale_bound=args.log_scale_bound, steps=args.steps, batch_size=args.batch_size,
       learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
       seed=args.seed)
@@ -144,8 +153,11 @@ def _train(args) -> int:
 
 
 def _print_summary(metrics: dict, out) -> None:
-  summary = {k: metrics[k] for k in ("test_nll", "oracle_nll", "gap", "steps",
-                                     "resumed_from_step", "wall_time_s", "parameters")}
+  keys = ["test_nll", "oracle_nll", "gap", "steps", "resumed_from_step", "wall_time_s",
+          "parameters"]
+  if metrics.get("test_bits_per_dim") is not None:
+    keys.insert(1, "test_bits_per_dim")
+  summary = {k: metrics[k] for k in keys}
   print(json.dumps(summary, indent=2))
   print(f"wrote {out}")
 

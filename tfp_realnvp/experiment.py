@@ -39,6 +39,9 @@ class TrainConfig:
   noise: float | None = None  # None: the dataset's default noise
   num_couplings: int = 8
   hidden_units: tuple[int, ...] = (128, 128)
+  coupling: str = "affine"
+  permutation: str = "reverse"
+  actnorm: bool = False
   log_scale_bound: float | None = 3.0
   steps: int = 6000
   batch_size: int = 512
@@ -162,11 +165,12 @@ def train_experiment(config: TrainConfig | None, out_dir, *, progress: bool = Tr
     _write_json(staging / "run_config.json", _config_to_json(config))
   try:
     tf_keras.utils.set_random_seed(config.seed)
-    x_train = dataset.sample(config.n_train, config.noise, config.seed)
-    x_test = dataset.sample(config.n_test, config.noise, config.test_seed)
+    x_train, x_test = dataset.train_test(config.n_train, config.n_test, config.noise,
+                                         seed=config.seed, test_seed=config.test_seed)
     flow = RealNVP(dataset.event_size, num_couplings=config.num_couplings,
-                   hidden_units=config.hidden_units,
-                   log_scale_bound=config.log_scale_bound)
+                   hidden_units=config.hidden_units, coupling=config.coupling,
+                   permutation=config.permutation, actnorm=config.actnorm,
+                   log_scale_bound=config.log_scale_bound, seed=config.seed)
     history = fit(flow, x_train, steps=config.steps, batch_size=config.batch_size,
                   learning_rate=config.learning_rate,
                   validation_data=config.validation_fraction, seed=config.seed,
@@ -183,6 +187,8 @@ def train_experiment(config: TrainConfig | None, out_dir, *, progress: bool = Tr
         "test_nll": test_nll,
         "oracle_nll": oracle,
         "gap": None if oracle is None else test_nll - oracle,
+        "test_bits_per_dim": (None if dataset.bits_per_dim is None
+                              else float(dataset.bits_per_dim(test_nll))),
         "steps": int(history.step[-1]),
         "resumed_from_step": int(history.resumed_from_step),
         "epochs": len(history.epoch),
