@@ -6,8 +6,8 @@ test NLL of each class is compared with the true per-moon density
 (``tfp_realnvp.datasets.moons_arc_log_prob``), and samples are drawn for each
 class with ``flow.sample(n, conditional_input=one_hot(k))``.
 
-``tfp_realnvp.fit`` takes a fixed ``log_prob_kwargs``, not a per-batch
-condition, so this example trains with its own small ``tf.function`` loop.
+Training is ``tfp_realnvp.fit(flow, x, conditional_input=one_hot(labels))``:
+each batch's rows and their conditions travel together.
 
 Run:  python examples/conditional_moons.py --steps 3000 --plot moons_by_class.png
 """
@@ -32,40 +32,6 @@ NUM_CLASSES = 2
 
 def one_hot(labels) -> np.ndarray:
   return np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels)]
-
-
-def fit_conditional(flow, x, c, *, steps: int, batch_size: int = 256,
-                    learning_rate: float = 2e-3, seed: int = 0) -> list[float]:
-  """Maximum likelihood of ``p(x | c)``; returns the mean loss of each 100 steps."""
-  flow.adapt(x)
-  variables = flow.trainable_variables
-  schedule = tf_keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
-  optimizer = tf_keras.optimizers.Adam(schedule)
-  dataset = (tf.data.Dataset.from_tensor_slices((x, c))
-             .shuffle(len(x), seed=seed).repeat()
-             .batch(batch_size, drop_remainder=True).prefetch(2))
-  batches = iter(dataset)
-
-  @tf.function
-  def train(num_steps):
-    total = tf.constant(0.0)
-    for _ in tf.range(num_steps):
-      xb, cb = next(batches)
-      with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(flow.log_prob(xb, conditional_input=cb))
-      grads = tape.gradient(loss, variables)
-      grads, _ = tf.clip_by_global_norm(grads, 10.0)
-      optimizer.apply_gradients(zip(grads, variables))
-      total += loss
-    return total / tf.cast(num_steps, tf.float32)
-
-  losses = []
-  done = 0
-  while done < steps:
-    chunk = min(100, steps - done)
-    losses.append(float(train(tf.constant(chunk))))
-    done += chunk
-  return losses
 
 
 def per_class_nll(flow, x, labels, noise: float) -> dict:
@@ -116,8 +82,10 @@ def run(*, n_train: int = 20000, n_test: int = 5000, noise: float = 0.05, steps:
   flow = tfp_realnvp.RealNVP(2, num_couplings=num_couplings, hidden_units=hidden_units,
                              conditional_size=NUM_CLASSES)
   start = time.perf_counter()
-  losses = fit_conditional(flow, x, one_hot(y), steps=steps, batch_size=batch_size,
-                           learning_rate=learning_rate, seed=seed)
+  history = tfp_realnvp.fit(flow, x, conditional_input=one_hot(y), steps=steps,
+                            batch_size=batch_size, learning_rate=learning_rate,
+                            eval_every=100, seed=seed, progress=False)
+  losses = history.train_nll
   seconds = time.perf_counter() - start
   result = {"per_class": per_class_nll(flow, x_test, y_test, noise), "losses": losses,
             "train_seconds": seconds, "flow": flow}

@@ -37,13 +37,13 @@ class TrainConfig:
   n_train: int = 30000
   n_test: int = 10000
   noise: float | None = None  # None: the dataset's default noise
-  num_couplings: int = 8
+  num_couplings: int = 12
   hidden_units: tuple[int, ...] = (128, 128)
   coupling: str = "affine"
   permutation: str = "reverse"
   actnorm: bool = False
   log_scale_bound: float | None = 3.0
-  steps: int = 6000
+  steps: int = 8000
   batch_size: int = 512
   learning_rate: float = 1e-3
   validation_fraction: float = 0.1
