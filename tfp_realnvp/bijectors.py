@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp.fused_coupling import FusedRealNVP
 from tfp_realnvp.networks import ShiftAndLogScale
 
 tfb = tfp.bijectors
@@ -127,7 +128,7 @@ def real_nvp_bijector(event_size: int,
         input_units=num_masked, output_units=transformed,
         conditional_size=conditional_size, log_scale_bound=log_scale_bound,
         dtype=dtype, name=f"{coupling_name}_network")
-    forward_order.append(tfb.RealNVP(
+    forward_order.append(FusedRealNVP(
         num_masked=num_masked, shift_and_log_scale_fn=network,
         validate_args=validate_args, name=coupling_name))
   # tfb.Chain applies its list right to left in forward().
