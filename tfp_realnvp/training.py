@@ -34,7 +34,16 @@ __all__ = ["fit", "History", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
-  """Raised when too many consecutive steps give a non-finite loss or gradient."""
+  """Raised when too many consecutive steps give a non-finite loss or gradient.
+
+  Attributes:
+    history: the :class:`History` of the epochs completed before it.
+    step: the step count at the end of the epoch in which it happened (an
+      upper bound on the step of the last non-finite loss).
+  """
+
+  history: "History | None" = None
+  step: int | None = None
 
 
 @dataclasses.dataclass
@@ -554,11 +563,13 @@ def fit(distribution,
         train_steps = make_train_steps()
         continue
       if int(nonfinite_run.numpy()) >= max_nonfinite_steps:
-        raise TrainingDiverged(
+        error = TrainingDiverged(
             f"{max_nonfinite_steps} consecutive steps gave a non-finite loss or gradient "
             f"(near step {done + chunk} of {total_steps}); they were skipped and the weights "
             "are those of the last finite step. Lower the learning rate, set clip_norm or "
             "nonfinite_learning_rate_factor.")
+        error.history, error.step = history, done + chunk
+        raise error
       skipped = int(skipped)
       done += chunk
       epoch += 1
