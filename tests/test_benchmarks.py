@@ -67,6 +67,9 @@ def test_every_contestant_has_every_figure(quick_run):
     assert isinstance(c["parameters"], int) and c["parameters"] > 0
     assert _positive(c["memory"]["peak_rss_mb"])
     assert c["memory"]["peak_rss_mb"] >= c["memory"]["rss_after_import_mb"]
+    assert c["memory"]["process_peak_rss_mb"] >= c["memory"]["peak_rss_mb"]
+    for key in ("log_prob_points_per_s_graph", "sample_points_per_s_graph"):
+      assert _positive(c["throughput"][key]), (name, key)
     flops = c["flops"]
     for key in ("mlp_forward_flops_per_point", "train_flops_per_step", "train_flops_per_s",
                 "fraction_of_machine", "executed_matmul_flops_per_step",

@@ -99,7 +99,7 @@ class BenchSettings:
   book_learning_rate: float = 1e-4
   book_batch_size: int = 256
   timing_chunk: int = 50
-  timing_chunks: int = 20
+  timing_chunks: int = 12
   timing_learning_rate: float = 1e-4
   throughput_points: int = 100_000
   throughput_repeats: int = 5
@@ -481,14 +481,17 @@ def _throughput(settings, make) -> dict:
   for label, body in (("log_prob", lambda x: dist.log_prob(x)),
                       ("sample", lambda seed: dist.sample(n, seed=seed))):
     arg = points if label == "log_prob" else tf.constant([1, 2], tf.int32)
-    for jit in (True, False):
+    for mode, jit in (("xla", True), ("graph", False)):
       try:
-        out[f"{label}_points_per_s"] = timed(tf.function(body, jit_compile=jit), arg)
-        out[f"{label}_xla"] = jit
-        break
-      except Exception:  # noqa: BLE001 - XLA could not compile it: time the graph
+        out[f"{label}_points_per_s_{mode}"] = timed(tf.function(body, jit_compile=jit), arg)
+      except Exception:  # noqa: BLE001 - XLA could not compile it
         if not jit:
           raise
+        out[f"{label}_points_per_s_{mode}"] = None
+    # The headline: the compile setting of training, the plain graph if XLA failed.
+    xla = out[f"{label}_points_per_s_xla"]
+    out[f"{label}_points_per_s"] = xla if xla is not None and settings.jit_compile \
+        else out[f"{label}_points_per_s_graph"]
   return out
 
 
@@ -571,27 +574,34 @@ def worker_main(worker: str, settings: BenchSettings, result_path: pathlib.Path)
   phases = _Phases(worker)
   sets = _fixed_sets(settings)
   result["oracle_val_nll"], result["oracle_test_nll"] = sets[2], sets[3]
-  if worker == "ours":
-    make, lrs, batch = _make_ours, {"ours": settings.learning_rate}, settings.batch_size
-  elif worker == "book":
-    make, lrs, batch = _make_book, {"book": settings.book_learning_rate}, \
-        settings.book_batch_size
-  else:
-    make, batch = _make_builtin, settings.batch_size
-    result["sweep"] = phases("sweep", _sweep, worker, settings, sets)
-    lrs = {"tfp_builtin_our_lr": settings.learning_rate,
-           "tfp_builtin_best_lr": result["sweep"]["best_stable_learning_rate"]}
+  make, batch = {"ours": (_make_ours, settings.batch_size),
+                 "builtin": (_make_builtin, settings.batch_size),
+                 "book": (_make_book, settings.book_batch_size)}[worker]
   result["contestants"] = {}
-  for contestant, lr in lrs.items():
+
+  def contestant_runs(contestant, lr):
     same = [name for name, entry in result["contestants"].items() if entry["learning_rate"] == lr]
     if same:  # the best stable rate is our rate: the same runs, not repeated
       result["contestants"][contestant] = dict(result["contestants"][same[0]], same_runs_as=same[0])
-      continue
-    runs = [phases(f"train_{contestant}", _train_run, contestant, settings, make, seed, lr,
-                   batch, settings.steps, sets)
-            for seed in settings.seeds]
+      return
+    runs = []
+    for seed in settings.seeds:
+      runs.append(phases(f"train_{contestant}", _train_run, contestant, settings, make, seed, lr,
+                         batch, settings.steps, sets))
+      # Peak memory of the process after its first training run: the TF runtime, the data,
+      # one model trained with its compiled step (later runs and phases add their graphs).
+      result.setdefault("rss_after_first_run_mb", _rss_mb())
     result["contestants"][contestant] = {"learning_rate": lr, "batch_size": batch,
                                          "runs": runs, "quality": _quality(runs)}
+
+  if worker == "ours":
+    contestant_runs("ours", settings.learning_rate)
+  elif worker == "book":
+    contestant_runs("book", settings.book_learning_rate)
+  else:
+    contestant_runs("tfp_builtin_our_lr", settings.learning_rate)
+    result["sweep"] = phases("sweep", _sweep, worker, settings, sets)
+    contestant_runs("tfp_builtin_best_lr", result["sweep"]["best_stable_learning_rate"])
   result["model"] = _model_figures(worker, settings, make, worker, batch, phases)
   result["phase_seconds"] = phases.seconds
   result["fit_defaults"] = _fit_defaults()
@@ -714,7 +724,8 @@ def assemble(settings: BenchSettings, workers: dict, machine_start: dict,
           "parameters": model["parameters"], "xla": bool(settings.jit_compile and model["xla_compiles"]),
           "step_time": model["step_time"], "step_time_no_xla": model["step_time_no_xla"],
           "throughput": model["throughput"],
-          "memory": {"peak_rss_mb": result["peak_rss_mb"],
+          "memory": {"peak_rss_mb": result["rss_after_first_run_mb"],
+                     "process_peak_rss_mb": result["peak_rss_mb"],
                      "rss_after_import_mb": result["rss_after_import_mb"]},
           "flops": dict(model["flops"],
                         fraction_of_machine=model["flops"]["train_flops_per_s"] / peak,
@@ -786,7 +797,14 @@ def assemble(settings: BenchSettings, workers: dict, machine_start: dict,
               "Median over timing_chunks epochs of timing_chunk steps of fit without "
               "validation, after the first (compiling) epoch; learning rate "
               "timing_learning_rate for all, so no step is skipped."),
-          "peak_memory": "ru_maxrss of the contestant's own process (includes the TF import).",
+          "peak_memory": (
+              "peak_rss_mb: ru_maxrss of the model's own process after its first training run "
+              "(TF runtime, data, one fit); process_peak_rss_mb: at the end of the process "
+              "(all runs, the throughput batches); rss_after_import_mb: after importing TF."),
+          "throughput": (
+              "points per second of log_prob and of sample on throughput_points points in one "
+              "call, tf.function with XLA and without (graph); median of throughput_repeats "
+              "calls after a compiling one."),
       },
   }
 
@@ -826,8 +844,9 @@ def write_markdown(results: dict) -> str:
         f"{q['runs_with_nonfinite_steps']}/{len(q['seeds'])} |")
   lines += [
       "", "## Speed and size", "",
-      "| contestant | XLA | step (ms) | steps/s | step without XLA (ms) | log_prob pts/s | "
-      "sample pts/s | parameters | peak RSS (MiB) | train FLOP/s (% of matmul) | "
+      "| contestant | XLA | step (ms) | steps/s | step without XLA (ms) | log_prob pts/s "
+      "(XLA / graph) | sample pts/s (XLA / graph) | parameters | peak RSS (MiB) | "
+      "train FLOP/s (% of matmul) | "
       "executed matmul FLOP/s (%) |",
       "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
@@ -836,7 +855,8 @@ def write_markdown(results: dict) -> str:
     lines.append(
         f"| {c['label']} | {'on' if c['xla'] else 'off'} | {t['median_ms']:.2f} | "
         f"{t['steps_per_s']:.0f} | {c['step_time_no_xla']['median_ms']:.2f} | "
-        f"{_si(th['log_prob_points_per_s'])} | {_si(th['sample_points_per_s'])} | "
+        f"{_si(th['log_prob_points_per_s_xla'])} / {_si(th['log_prob_points_per_s_graph'])} | "
+        f"{_si(th['sample_points_per_s_xla'])} / {_si(th['sample_points_per_s_graph'])} | "
         f"{c['parameters']:,} | {c['memory']['peak_rss_mb']:.0f} | "
         f"{_si(f['train_flops_per_s'])} ({100 * f['fraction_of_machine']:.1f}%) | "
         + (f"{_si(f['executed_matmul_flops_per_s'])} ({100 * f['executed_fraction_of_machine']:.1f}%) |"
