@@ -59,9 +59,11 @@ def test_every_contestant_has_every_figure(quick_run):
       assert set(c["quality"][key]) == {"median", "worst"}, (name, key)
     assert c["quality"]["gap"]["median"] is not None
     assert isinstance(c["xla"], bool)
-    for timing in (c["step_time"], c["step_time_no_xla"]):
+    for timing in (c["step_time"], c["step_time_xla"], c["step_time_graph"]):
       assert _positive(timing["median_ms"]) and _positive(timing["steps_per_s"])
-    assert c["step_time"]["jit_compile"] is True and c["step_time_no_xla"]["jit_compile"] is False
+    assert c["step_time_xla"]["jit_compile"] is True
+    assert c["step_time_graph"]["jit_compile"] is False
+    assert c["step_time"]["jit_compile"] == results["settings"]["jit_compile"]
     assert _positive(c["throughput"]["log_prob_points_per_s"])
     assert _positive(c["throughput"]["sample_points_per_s"])
     assert isinstance(c["parameters"], int) and c["parameters"] > 0
