@@ -98,6 +98,14 @@ def test_machine_sweep_and_targets(quick_run):
   assert set(results["worker_seconds"]) == {"ours", "builtin", "book"}
 
 
+def test_builtin_variables_are_untracked_but_trained(quick_run):
+  _, results = quick_run
+  c = results["contestants"]
+  assert c["tfp_builtin_our_lr"]["variables_tracked_by_distribution"] == 0  # TFP issue 1439
+  assert c["ours"]["variables_tracked_by_distribution"] > 0
+  assert c["tfp_builtin_our_lr"]["parameters"] == c["ours"]["parameters"]
+
+
 def test_builtin_counts_its_network_twice_in_the_executed_flops(quick_run):
   # TFP's RealNVP backpropagates through its network twice; ours once.
   _, results = quick_run
