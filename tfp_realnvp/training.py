@@ -563,13 +563,11 @@ def fit(distribution,
         train_steps = make_train_steps()
         continue
       if int(nonfinite_run.numpy()) >= max_nonfinite_steps:
-        error = TrainingDiverged(
+        raise TrainingDiverged(
             f"{max_nonfinite_steps} consecutive steps gave a non-finite loss or gradient "
             f"(near step {done + chunk} of {total_steps}); they were skipped and the weights "
             "are those of the last finite step. Lower the learning rate, set clip_norm or "
             "nonfinite_learning_rate_factor.")
-        error.history, error.step = history, done + chunk
-        raise error
       skipped = int(skipped)
       done += chunk
       epoch += 1
@@ -617,6 +615,9 @@ def fit(distribution,
                                   or history.stopped_early):
         progress_state["elapsed"] = elapsed
         save_checkpoint()
+  except TrainingDiverged as error:
+    error.history, error.step = history, done + chunk
+    raise
   finally:
     bar.close()
     if summary_writer is not None:
