@@ -30,7 +30,7 @@ parent measures the dense matmul FLOP/s before and after them.  Output (``DIR``)
 ``logs/``.
 
 FLOP counting: each dense layer costs ``2 * in * out`` FLOPs per point in the
-forward pass; a training step is counted as 3x the forward pass (backward =
+forward pass (summed over the rank-2 weight matrices being trained); a training step is counted as 3x the forward pass (backward =
 2x forward) over the batch; each coupling network is counted once per
 ``log_prob``, which is all the work the maths needs.  TFP's ``tfb.RealNVP``
 calls its network twice (``_inverse`` and ``_inverse_log_det_jacobian``);
@@ -90,7 +90,9 @@ class BenchSettings:
   learning_rate: float
   num_couplings: int
   hidden_units: list
-  log_scale_bound: float | None
+  # Every TrainConfig field that RealNVP also takes (couplings, widths, bound, ...):
+  # "ours" is built as the package's main job builds it.
+  flow_options: dict
   sweep_learning_rates: list
   book_num_couplings: int = 2
   book_width: int = 256
@@ -122,7 +124,7 @@ class BenchSettings:
         n_train=cfg.n_train - n_val, n_val=n_val, n_test=cfg.n_test, noise=cfg.noise,
         steps=steps, eval_every=max(1, steps // 30), batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, num_couplings=cfg.num_couplings,
-        hidden_units=list(cfg.hidden_units), log_scale_bound=cfg.log_scale_bound,
+        hidden_units=list(cfg.hidden_units), flow_options=_flow_options(cfg),
         sweep_learning_rates=sorted({1e-3, 3e-4, 1e-4, cfg.learning_rate}, reverse=True),
         val_seed=cfg.test_seed + 1000,
         test_seed=cfg.test_seed, jit_compile=jit_compile)
@@ -135,9 +137,23 @@ class BenchSettings:
     return dataclasses.replace(
         full, mode="quick", n_train=1500, n_val=300, n_test=500, steps=steps,
         eval_every=max(1, steps // 4), batch_size=64, num_couplings=2, hidden_units=[16, 16],
+        flow_options=dict(full.flow_options, num_couplings=2, hidden_units=[16, 16]),
         sweep_learning_rates=full.sweep_learning_rates[:2],
         book_width=16, book_batch_size=32, timing_chunk=5, timing_chunks=3,
         throughput_points=2000, throughput_repeats=2, matmul_size=128)
+
+
+def _flow_options(cfg) -> dict:
+  """The TrainConfig fields that are also RealNVP arguments, as JSON values."""
+  from tfp_realnvp.distribution import RealNVP
+
+  accepted = set(inspect.signature(RealNVP.__init__).parameters) - {"self", "seed"}
+  options = {}
+  for field in dataclasses.fields(cfg):
+    if field.name in accepted:
+      value = getattr(cfg, field.name)
+      options[field.name] = list(value) if isinstance(value, tuple) else value
+  return options
 
 
 # ---------------------------------------------------------------------------
@@ -235,17 +251,17 @@ def _standardize(x_train):
   return [tfb.Shift(loc, name="normalize_shift"), tfb.Scale(scale, name="normalize_scale")]
 
 
-def _make_ours(settings: BenchSettings, x_train):
+def _make_ours(settings: BenchSettings, x_train, seed: int = 0):
   from tfp_realnvp import RealNVP
 
-  flow = RealNVP(2, num_couplings=settings.num_couplings,
-                 hidden_units=tuple(settings.hidden_units),
-                 log_scale_bound=settings.log_scale_bound)
+  options = dict(settings.flow_options)
+  options["hidden_units"] = tuple(options.get("hidden_units", settings.hidden_units))
+  flow = RealNVP(2, seed=seed, **options)  # the seed of random permutations, as train does
   flow.adapt(x_train)
   return flow, list(flow.trainable_variables)
 
 
-def _make_builtin(settings: BenchSettings, x_train):
+def _make_builtin(settings: BenchSettings, x_train, seed: int = 0):
   import tensorflow as tf
   import tensorflow_probability as tfp
 
@@ -298,7 +314,7 @@ def _book_towers_class():
   return BookTowers
 
 
-def _make_book(settings: BenchSettings, x_train):
+def _make_book(settings: BenchSettings, x_train, seed: int = 0):
   import tensorflow as tf
   import tensorflow_probability as tfp
 
@@ -317,15 +333,10 @@ def _make_book(settings: BenchSettings, x_train):
   return dist, [v for n in networks for v in n.trainable_variables]
 
 
-def _mlp_forward_flops(settings: BenchSettings, model: str) -> int:
-  """Dense-layer FLOPs (2*in*out) of all coupling networks for one point, each counted once."""
-  def mlp(sizes):
-    return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
-  if model in ("ours", "builtin"):
-    # One network per coupling, 1 input (the kept coordinate), shift and log-scale out.
-    return settings.num_couplings * mlp([1, *settings.hidden_units, 2])
-  tower = mlp([1] + [settings.book_width] * settings.book_depth + [1])
-  return settings.book_num_couplings * 2 * tower
+def _forward_matmul_flops(variables) -> int:
+  """Dense-layer FLOPs for one point: 2*in*out per rank-2 weight, each network counted once."""
+  return int(sum(2 * int(v.shape[0]) * int(v.shape[1]) for v in variables
+                 if len(v.shape) == 2))
 
 
 def _executed_matmul_flops(dist, variables, batch) -> dict:
@@ -372,7 +383,7 @@ def _train_run(name, settings, make, seed, learning_rate, batch_size, steps, set
   x_val, x_test, oracle_val, oracle_test = sets
   x_train = _data(settings, seed)
   tf_keras.utils.set_random_seed(seed)
-  dist, variables = make(settings, x_train)
+  dist, variables = make(settings, x_train, seed)
   start = time.perf_counter()
   diverged, diverged_near = False, None
   try:
@@ -523,7 +534,7 @@ def _model_figures(name, settings, make, model, batch_size, phases) -> dict:
   _log(name, f"{figures['step_time_xla']['median_ms']:.2f} ms/step with XLA, "
        f"{figures['step_time_graph']['median_ms']:.2f} ms/step without")
   figures["throughput"] = phases("throughput", _throughput, settings, make)
-  forward = _mlp_forward_flops(settings, model)
+  forward = _forward_matmul_flops(variables)
   train_flops = 3 * forward * batch_size
   step_seconds = figures["step_time"]["median_ms"] / 1e3
   executed = figures.pop("executed_matmul_flops_per_step")
@@ -806,8 +817,9 @@ def assemble(settings: BenchSettings, workers: dict, machine_start: dict,
       "targets": targets,
       "notes": {
           "flop_counting": (
-              "2*in*out FLOPs per dense layer per point, forward; x3 for forward+backward; "
-              "every coupling network counted once per log_prob. TFP's tfb.RealNVP calls its "
+              "2*in*out FLOPs per dense layer per point, forward (summed over the rank-2 "
+              "weight matrices of the trained variables); x3 for forward+backward; every "
+              "coupling network counted once per log_prob. TFP's tfb.RealNVP calls its "
               "network in _inverse and again in _inverse_log_det_jacobian: XLA merges the "
               "forward passes but backpropagates through both, so the matmul FLOPs it executes "
               "are higher (executed_matmul_flops_per_step: sum over the dot ops of the "
