@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp import RealNVP, datasets, fit
+from tfp_realnvp import RealNVP, TrainingDiverged, datasets, fit
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -144,3 +144,17 @@ def test_bad_data_is_refused():
   with pytest.raises(ValueError, match="3 of 50 rows"):
     fit(flow, bad, steps=1, progress=False)
   assert not flow.is_adapted  # nothing happened to the flow
+
+
+def test_training_diverged_carries_the_history_so_far():
+  scale = tf.Variable([1.0, 1.0])
+  dist = tfd.MultivariateNormalDiag(loc=tf.zeros(2), scale_diag=scale)
+  x = np.random.default_rng(0).normal(size=(256, 2)).astype(np.float32)
+  fit(dist, x, steps=20, batch_size=64, eval_every=10, progress=False,
+      trainable_variables=[scale])
+  scale.assign([0.0, 0.0])  # every log_prob is now non-finite
+  with pytest.raises(TrainingDiverged) as info:
+    fit(dist, x, steps=100, batch_size=64, eval_every=10, max_nonfinite_steps=5,
+        progress=False, trainable_variables=[scale])
+  assert info.value.step == 10
+  assert info.value.history is not None and info.value.history.step == []

@@ -23,6 +23,7 @@ from typing import Sequence
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp.fused_coupling import FusedRealNVP
 from tfp_realnvp.networks import ShiftAndLogScale, SplineParameters
 
 tfb = tfp.bijectors
@@ -95,7 +96,7 @@ def make_coupling(kind: str,
     network = SplineParameters(hidden_units, activation, num_bins=spline_bins,
                                bound=spline_bound, **common)
     fn = SplineCouplingFn(network, validate_args=validate_args, name=f"{name}_spline")
-    coupling = tfb.RealNVP(num_masked=num_masked, bijector_fn=fn,
+    coupling = FusedRealNVP(num_masked=num_masked, bijector_fn=fn,
                            validate_args=validate_args, name=name)
     # With validate_args, tfb.RealNVP wraps bijector_fn in a closure that
     # hides the network from variable tracking: keep a reference to it.
@@ -104,6 +105,6 @@ def make_coupling(kind: str,
   network = ShiftAndLogScale(
       hidden_units, activation, log_scale_bound=log_scale_bound,
       shift_only=(kind == "additive"), **common)
-  return tfb.RealNVP(num_masked=num_masked, shift_and_log_scale_fn=network,
+  return FusedRealNVP(num_masked=num_masked, shift_and_log_scale_fn=network,
                      is_constant_jacobian=(kind == "additive"),
                      validate_args=validate_args, name=name)

@@ -34,7 +34,16 @@ __all__ = ["fit", "History", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
-  """Raised when too many consecutive steps give a non-finite loss or gradient."""
+  """Raised when too many consecutive steps give a non-finite loss or gradient.
+
+  Attributes:
+    history: the :class:`History` of the epochs completed before it.
+    step: the step count at the end of the epoch in which it happened (an
+      upper bound on the step of the last non-finite loss).
+  """
+
+  history: "History | None" = None
+  step: int | None = None
 
 
 @dataclasses.dataclass
@@ -611,6 +620,9 @@ def fit(distribution,
                                   or history.stopped_early):
         progress_state["elapsed"] = elapsed
         save_checkpoint()
+  except TrainingDiverged as error:
+    error.history, error.step = history, done + chunk
+    raise
   finally:
     bar.close()
     if summary_writer is not None:
