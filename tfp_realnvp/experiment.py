@@ -23,7 +23,7 @@ import tf_keras
 from tfp_realnvp import datasets as datasets_lib
 from tfp_realnvp import plots
 from tfp_realnvp.distribution import RealNVP
-from tfp_realnvp.training import fit
+from tfp_realnvp.training import _atomic_write_text, fit
 
 __all__ = ["TrainConfig", "train_experiment", "prepare_output_dir", "commit_output_dir",
            "staging_dir", "load_run_config"]
@@ -112,9 +112,7 @@ def commit_output_dir(staging: pathlib.Path, out_dir, overwrite: bool = False) -
 
 
 def _write_json(path: pathlib.Path, payload: dict) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
+  _atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _config_to_json(config: TrainConfig) -> dict:
