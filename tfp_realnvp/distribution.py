@@ -304,8 +304,7 @@ class RealNVP(_td._TransformedDistribution):
     c = self._pop_condition(kwargs)
     if c is None:
       return super()._call_sample_n(sample_shape, seed, **kwargs)
-    z, c = self._conditional_base_sample(sample_shape, seed, c, kwargs)
-    _, bijector_kwargs = self._split_kwargs(dict(kwargs, conditional_input=c))
+    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, c, kwargs)
     return self.bijector.forward(z, **bijector_kwargs)
 
   def _sample_and_log_prob(self, sample_shape, seed, **kwargs):
@@ -313,8 +312,7 @@ class RealNVP(_td._TransformedDistribution):
     c = self._pop_condition(kwargs)
     if c is None:
       return super()._sample_and_log_prob(sample_shape, seed, **kwargs)
-    z, c = self._conditional_base_sample(sample_shape, seed, c, kwargs)
-    _, bijector_kwargs = self._split_kwargs(dict(kwargs, conditional_input=c))
+    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, c, kwargs)
     y = self.bijector.forward(z, **bijector_kwargs)
     fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=1, **bijector_kwargs)
     return y, self.distribution.log_prob(z) - fldj
@@ -326,7 +324,8 @@ class RealNVP(_td._TransformedDistribution):
     shape = self._broadcast_batch_shape(sample_shape, c, "sample_shape")
     z = self.distribution.sample(shape, seed=seed() if callable(seed) else seed)
     c = tf.broadcast_to(c, tf.concat([shape, [self._conditional_size]], axis=0))
-    return z, c
+    _, bijector_kwargs = self._split_kwargs(dict(kwargs, conditional_input=c))
+    return z, bijector_kwargs
 
   def _log_prob(self, y, **kwargs):
     kwargs = dict(kwargs)
