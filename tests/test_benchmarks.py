@@ -87,8 +87,20 @@ def test_machine_sweep_and_targets(quick_run):
     assert _positive(machine[when]["matmul_flops_per_s"])
   assert _positive(machine["matmul_flops_per_s"])
   sweep = results["sweep"]
-  assert [r["learning_rate"] for r in sweep["runs"]] == results["settings"]["sweep_learning_rates"]
-  assert sweep["best_stable_learning_rate"] in results["settings"]["sweep_learning_rates"]
+  rates = [r["learning_rate"] for r in sweep["rates"]]
+  assert rates == sorted(set(results["settings"]["sweep_learning_rates"])
+                         | {results["settings"]["learning_rate"]}, reverse=True)
+  assert sweep["best_stable_learning_rate"] in rates
+  for row in sweep["rates"]:  # every rate is judged on every seed
+    assert row["seeds"] == len(results["settings"]["seeds"])
+    assert isinstance(row["stable"], bool)
+    assert row["stable"] == (row["diverged_seeds"] == 0 and row["median_final_val_nll"] is not None)
+  if sweep["any_stable"]:
+    stable = [r for r in sweep["rates"] if r["stable"]]
+    assert sweep["best_stable_learning_rate"] == min(
+        stable, key=lambda r: r["median_final_val_nll"])["learning_rate"]
+  sooner = results["targets"]["ours_5x_sooner_to_gap_0.05_than_builtin_best_lr"]
+  assert [r["learning_rate"] for r in sooner["against_every_sweep_rate"]] == rates
   assert (results["contestants"]["tfp_builtin_best_lr"]["learning_rate"]
           == sweep["best_stable_learning_rate"])
   assert (results["contestants"]["tfp_builtin_our_lr"]["learning_rate"]

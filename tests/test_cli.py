@@ -43,6 +43,9 @@ def test_refuses_to_overwrite_an_existing_folder(tmp_path, capsys):
     ["train", "--learning-rate", "-1"],
     ["train", "--hidden", "128,x"],
     ["train", "--validation-fraction", "1.5"],
+    ["train", "--weight-decay", "-0.1"],
+    ["train", "--ema-decay", "1"],
+    ["train", "--ema-decay", "fast"],
     ["train", "--dataset", "nope"],
     ["train", "--no-such-flag"],
     [],
@@ -67,5 +70,13 @@ def test_help_documents_the_flags():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0
   for flag in ("--n-train", "--noise", "--couplings", "--hidden", "--steps", "--batch-size",
-               "--learning-rate", "--seed", "--out"):
+               "--learning-rate", "--weight-decay", "--ema-decay", "--seed", "--out"):
     assert flag in result.stdout
+
+
+def test_optimizer_flags_reach_the_run_config(tmp_path):
+  out = tmp_path / "run"
+  assert cli.main(["train", *TINY, "--weight-decay", "0.02", "--ema-decay", "none",
+                   "--out", str(out)]) == 0
+  config = json.loads((out / "metrics.json").read_text())["config"]
+  assert config["weight_decay"] == 0.02 and config["ema_decay"] is None

@@ -59,6 +59,22 @@ def _bound(text: str) -> float | None:
   return _positive_float(text)
 
 
+def _weight_decay(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+  if not 0.0 <= value < 1.0:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+  return value
+
+
+def _ema_decay(text: str) -> float | None:
+  if text.lower() == "none":
+    return None
+  return _fraction(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
   from tfp_realnvp.experiment import TrainConfig
   from tfp_realnvp.datasets import DATASETS
@@ -102,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="points per step")
   train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate,
                      help="peak learning rate (Adam, warm-up then cosine decay)")
+  train.add_argument("--weight-decay", type=_weight_decay, default=defaults.weight_decay,
+                     help="decoupled weight decay (AdamW) per unit learning rate; 0: plain Adam")
+  train.add_argument("--ema-decay", type=_ema_decay, default=defaults.ema_decay,
+                     help="decay of the moving average of the weights that is validated "
+                          "and kept; 'none' keeps the raw weights")
   train.add_argument("--validation-fraction", type=_fraction,
                      default=defaults.validation_fraction,
                      help="fraction of the training points held out for validation")
@@ -157,7 +178,8 @@ def _train(args) -> int:
       num_couplings=args.couplings, hidden_units=args.hidden, coupling=args.coupling,
       permutation=args.permutation, actnorm=args.actnorm,
       log_scale_bound=args.log_scale_bound, steps=args.steps, batch_size=args.batch_size,
-      learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
+      learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+      ema_decay=args.ema_decay, validation_fraction=args.validation_fraction,
       seed=args.seed)
   out = args.out
   if out is None:

@@ -46,6 +46,8 @@ class TrainConfig:
   steps: int = 8000
   batch_size: int = 512
   learning_rate: float = 1e-3
+  weight_decay: float = 0.0
+  ema_decay: float | None = 0.99
   validation_fraction: float = 0.1
   seed: int = 0
   test_seed: int | None = None  # None: seed + 1000, a set disjoint from training
@@ -170,8 +172,8 @@ def train_experiment(config: TrainConfig | None, out_dir, *, progress: bool = Tr
                    permutation=config.permutation, actnorm=config.actnorm,
                    log_scale_bound=config.log_scale_bound, seed=config.seed)
     history = fit(flow, x_train, steps=config.steps, batch_size=config.batch_size,
-                  learning_rate=config.learning_rate,
-                  validation_data=config.validation_fraction, seed=config.seed,
+                  learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                  ema_decay=config.ema_decay, validation_data=config.validation_fraction, seed=config.seed,
                   progress=progress,
                   checkpoint_dir=checkpoints if (checkpoint_every or resume) else None,
                   checkpoint_every=checkpoint_every)

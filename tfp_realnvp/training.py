@@ -1,9 +1,10 @@
 """Maximum-likelihood training of any TFP distribution.
 
 :func:`fit` minimizes the mean negative log-likelihood ``-mean(log p(x))``
-with a ``tf.function``-compiled (XLA by default) step, a ``tf.data``
-pipeline, Adam with warm-up and cosine decay, an optional validation split with
-early stopping and best-weights restore, and a ``tqdm`` progress bar.  It can
+with a ``tf.function``-compiled step (a graph; XLA on request), a ``tf.data``
+pipeline, Adam with warm-up and cosine decay, an exponential moving average
+of the weights, an optional validation split with early stopping and
+best-weights restore, and a ``tqdm`` progress bar.  It can
 also checkpoint and resume (``checkpoint_dir``), write TensorBoard summaries
 (``log_dir``) and train under a ``tf.distribute`` strategy (``strategy``).
 
@@ -231,6 +232,7 @@ def fit(distribution,
         warmup_steps: int = 100,
         final_learning_rate_fraction: float = 0.0,
         clip_norm: float | None = 10.0,
+        weight_decay: float = 0.0,
         validation_data=None,
         conditional_input=None,
         eval_every: int | None = None,
@@ -249,7 +251,8 @@ def fit(distribution,
         strategy: tf.distribute.Strategy | None = None,
         seed: int | None = 0,
         progress: bool = True,
-        jit_compile: bool = True,
+        jit_compile: bool = False,
+        ema_decay: float | None = 0.99,
         log_prob_kwargs: dict | None = None) -> History:
   """Fits ``distribution`` to ``data`` by maximum likelihood.
 
@@ -280,6 +283,8 @@ def fit(distribution,
     final_learning_rate_fraction: end of the cosine decay, as a fraction of
       ``learning_rate``.
     clip_norm: clip the global gradient norm to this value (``None``: no clip).
+    weight_decay: decoupled weight decay (AdamW) per unit learning rate;
+      0 uses plain Adam.
     validation_data: ``None``, a fraction in (0, 1) of ``data`` to hold out,
       or an array of validation points (with ``conditional_input``: a tuple
       ``(x_val, c_val)``).
@@ -321,9 +326,16 @@ def fit(distribution,
     seed: seed of the validation split and of the shuffling.
     progress: show a ``tqdm`` progress bar.
     jit_compile: compile the training step with XLA; falls back to a plain
-      graph if XLA cannot compile the distribution.  On the 2-core CPU here
-      the two measured within a few percent of each other for the default
-      flow (``benchmarks/`` reports both).  Not used under a strategy.
+      graph if XLA cannot compile the distribution.  Off by default: on the
+      2-core CPU here the plain graph was faster for the default flow, per
+      step and in compile time (``benchmarks/`` reports both).  Not used under
+      a strategy.
+    ema_decay: if set (default 0.99), keep an exponential moving average of the
+      weights (Polyak averaging, ``tf.train.ExponentialMovingAverage`` with
+      ``num_updates`` warm-up, so the effective decay is
+      ``min(ema_decay, (1 + step) / (10 + step))``).  Validation, best-weights
+      selection and the returned model use the averaged weights; the optimizer
+      keeps stepping the raw ones.  ``None`` turns it off.
     log_prob_kwargs: extra keyword arguments for every ``log_prob`` call.
 
   Returns:
@@ -362,6 +374,11 @@ def fit(distribution,
         f"nonfinite_learning_rate_factor must be in (0, 1), got {nonfinite_learning_rate_factor!r}")
   if clip_norm is not None and not clip_norm > 0:
     raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
+  if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.floating)) \
+      or not 0.0 <= weight_decay < 1.0:
+    raise ValueError(f"weight_decay must be a number in [0, 1), got {weight_decay!r}")
+  if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < ema_decay < 1.0):
+    raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay!r}")
 
   rng = np.random.default_rng(seed)
   x, c, x_val, c_val = _split_validation(x, c, validation_data, rng, event_size, dtype)
@@ -409,7 +426,9 @@ def fit(distribution,
     if optimizer is None:
       base_lr = _learning_rate_schedule(float(learning_rate), schedule, total_steps,
                                         int(warmup_steps), float(final_learning_rate_fraction))
-      optimizer = tf_keras.optimizers.Adam(learning_rate=_ScaledSchedule(base_lr, lr_factor))
+      lr = _ScaledSchedule(base_lr, lr_factor)
+      optimizer = tf_keras.optimizers.AdamW(learning_rate=lr, weight_decay=float(weight_decay)) \
+          if weight_decay else tf_keras.optimizers.Adam(learning_rate=lr)
     optimizer.build(variables)
     nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
     best_copies = [tf.Variable(v, trainable=False, name="best") for v in variables] \
@@ -419,6 +438,13 @@ def fit(distribution,
     rollback = nonfinite_learning_rate_factor is not None
     previous = [tf.Variable(v, trainable=False, name="previous") for v in variables] \
         if rollback else []
+    averages, raw_copies, ema, ema_updates = [], [], None, None
+    if ema_decay is not None:
+      ema_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_updates")
+      ema = tf.train.ExponentialMovingAverage(float(ema_decay), num_updates=ema_updates)
+      ema.apply(variables)  # creates the averages, equal to the weights now
+      averages = [ema.average(v) for v in variables]
+      raw_copies = [tf.Variable(v, trainable=False, name="raw") for v in variables]
   log_prob_kwargs = dict(log_prob_kwargs or {})
 
   tensors = x if c is None else (x, c)
@@ -455,6 +481,9 @@ def fit(distribution,
       for saved, v in zip(previous, variables):
         saved.assign(v)
       optimizer.apply_gradients(zip(clipped, variables))
+      if ema is not None:
+        ema_updates.assign_add(1)
+        ema.apply(variables)
       return tf.constant(0, tf.int64)
 
     def skip():
@@ -509,7 +538,15 @@ def fit(distribution,
     return -tf.reduce_sum(distribution.log_prob(points, conditional_input=conditions,
                                                  **log_prob_kwargs))
 
+  def swap_in_averages():
+    """Context: the variables hold the moving averages inside it, the raw weights after."""
+    return _SwappedWeights(variables, averages, raw_copies)
+
   def evaluate() -> float:
+    with swap_in_averages():
+      return _evaluate()
+
+  def _evaluate() -> float:
     total = 0.0
     for start in range(0, x_val.shape[0], 8192):
       conditions = None if c_val is None else tf.constant(c_val[start:start + 8192])
@@ -531,6 +568,7 @@ def fit(distribution,
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = tf.train.Checkpoint(
         variables=variables, optimizer=optimizer, lr_factor=lr_factor, best=best_copies,
+        averages=averages, ema_updates=[] if ema_updates is None else ema_updates,
         iterator=iterator, distribution=distribution if isinstance(distribution, tf.Module) else [])
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=max_checkpoints)
     if manager.latest_checkpoint:
@@ -600,7 +638,7 @@ def fit(distribution,
           progress_state["best_val"] = val_nll
           progress_state["epochs_since_best"] = 0
           history.best_epoch = epoch
-          for copy, v in zip(best_copies, variables):
+          for copy, v in zip(best_copies, averages or variables):
             copy.assign(v)
         else:
           progress_state["epochs_since_best"] += 1
@@ -615,7 +653,8 @@ def fit(distribution,
           tf.summary.scalar("learning_rate", history.learning_rate[-1])
           tf.summary.scalar("nonfinite_steps", skipped)
           if event_size == 2 and c is None and (epoch % image_every == 0 or done >= total_steps):
-            tf.summary.image("density", _density_image(distribution, x, log_prob_kwargs))
+            with swap_in_averages():
+              tf.summary.image("density", _density_image(distribution, x, log_prob_kwargs))
         summary_writer.flush()
       if manager is not None and (epoch % checkpoint_epochs == 0 or done >= total_steps
                                   or history.stopped_early):
@@ -634,10 +673,30 @@ def fit(distribution,
       v.assign(copy)
     history.best_val_nll = progress_state["best_val"]
   else:
+    for v, average in zip(variables, averages):
+      v.assign(average)
     history.best_epoch = epoch
     history.best_val_nll = history.val_nll[-1] if history.val_nll else math.nan
   history.total_time = time.perf_counter() - start_time
   return history
+
+
+class _SwappedWeights:
+  """Puts ``replacements`` into ``variables`` for the duration of a ``with``."""
+
+  def __init__(self, variables, replacements, stash):
+    self.variables, self.replacements, self.stash = variables, replacements, stash
+
+  def __enter__(self):
+    for saved, v, new in zip(self.stash, self.variables, self.replacements):
+      saved.assign(v)
+      v.assign(new)
+    return self
+
+  def __exit__(self, *exc):
+    for saved, v in zip(self.stash, self.variables):
+      v.assign(saved)
+    return False
 
 
 class _NullScope:
