@@ -37,7 +37,7 @@ class TrainConfig:
   n_train: int = 30000
   n_test: int = 10000
   noise: float | None = None  # None: the dataset's default noise
-  num_couplings: int = 12
+  num_couplings: int = 16
   hidden_units: tuple[int, ...] = (128, 128)
   coupling: str = "affine"
   permutation: str = "reverse"
@@ -45,7 +45,7 @@ class TrainConfig:
   log_scale_bound: float | None = 3.0
   steps: int = 8000
   batch_size: int = 512
-  learning_rate: float = 1e-3
+  learning_rate: float = 2e-3
   weight_decay: float = 0.0
   ema_decay: float | None = 0.99
   validation_fraction: float = 0.1
