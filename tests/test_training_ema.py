@@ -93,13 +93,13 @@ def test_weight_decay_shrinks_a_weight_the_loss_does_not_use():
   dist = tfd.MultivariateNormalDiag(loc=loc)
   lr, wd, steps = 0.1, 0.5, 10
   fit(dist, x, steps=steps, batch_size=64, learning_rate=lr, schedule="constant",
-      weight_decay=wd, trainable_variables=[loc, unused], progress=False)
+      weight_decay=wd, ema_decay=None, trainable_variables=[loc, unused], progress=False)
   # AdamW: w <- w - lr * wd * w; Adam's own step is 0 for a zero gradient.
-  np.testing.assert_allclose(unused.numpy(), [1.0, -2.0] * np.float32((1 - lr * wd) ** steps),
+  np.testing.assert_allclose(unused.numpy(), np.array([1.0, -2.0]) * (1 - lr * wd) ** steps,
                              rtol=1e-5)
   unused.assign([1.0, -2.0])
   fit(dist, x, steps=steps, batch_size=64, learning_rate=lr, schedule="constant",
-      weight_decay=0.0, trainable_variables=[loc, unused], progress=False)
+      weight_decay=0.0, ema_decay=None, trainable_variables=[loc, unused], progress=False)
   np.testing.assert_allclose(unused.numpy(), [1.0, -2.0])
 
 

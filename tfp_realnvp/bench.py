@@ -902,16 +902,18 @@ def write_markdown(results: dict) -> str:
       f"Total run time: {results['total_seconds'] / 60:.1f} min.", "",
       "## Quality (median / worst over seeds)", "",
       "| contestant | LR | batch | test NLL | oracle NLL | gap (nats) | time to gap ≤ 0.05 | "
-      "time to gap ≤ 0.02 | diverged runs | runs with NaN steps |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "steps to gap ≤ 0.05 | time to gap ≤ 0.02 | steps to gap ≤ 0.02 | diverged runs | "
+      "runs with NaN steps |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, c in results["contestants"].items():
     q = c["quality"]
     lines.append(
         f"| {c['label']} | {c['learning_rate']:g} | {c['batch_size']} | "
         f"{_fmt_mw(q['test_nll'], 3, never='n/a')} | {oracle['test_nll']:.3f} | "
-        f"{_fmt_mw(q['gap'], 3, never='n/a')} | {_fmt_mw(q['time_to_gap_0.05_s'], 1, ' s')} | "
-        f"{_fmt_mw(q['time_to_gap_0.02_s'], 1, ' s')} | {q['diverged_runs']}/{len(q['seeds'])} | "
+        f"{_fmt_mw(q['gap'], 4, never='n/a')} | {_fmt_mw(q['time_to_gap_0.05_s'], 1, ' s')} | "
+        f"{_fmt_mw(q['steps_to_gap_0.05'], 0)} | {_fmt_mw(q['time_to_gap_0.02_s'], 1, ' s')} | "
+        f"{_fmt_mw(q['steps_to_gap_0.02'], 0)} | {q['diverged_runs']}/{len(q['seeds'])} | "
         f"{q['runs_with_nonfinite_steps']}/{len(q['seeds'])} |")
   lines += [
       "", "## Speed and size", "",

@@ -31,7 +31,13 @@ __all__ = ["TrainConfig", "train_experiment", "prepare_output_dir", "commit_outp
 
 @dataclasses.dataclass
 class TrainConfig:
-  """Settings of the main job; the defaults are the tuned configuration."""
+  """Settings of the main job; the defaults are the tuned configuration.
+
+  Tuned on two moons over 5 seeds (see the README): 16 couplings gave a
+  median gap of 0.0074 nats against 0.0091 with 12; with the weight average
+  (``ema_decay``) the flow trains stably at twice ``fit``'s generic peak rate
+  of 1e-3.  Weight decay 0.01 helped one seed and hurt two, so it is off.
+  """
 
   dataset: str = "moons"
   n_train: int = 30000

@@ -331,9 +331,10 @@ def fit(distribution,
       step and in compile time (``benchmarks/`` reports both).  Not used under
       a strategy.
     ema_decay: if set (default 0.99), keep an exponential moving average of the
-      weights (Polyak averaging, ``tf.train.ExponentialMovingAverage`` with
-      ``num_updates`` warm-up, so the effective decay is
-      ``min(ema_decay, (1 + step) / (10 + step))``).  Validation, best-weights
+      weights (Polyak averaging, with the warm-up of
+      ``tf.train.ExponentialMovingAverage(num_updates=...)``: after the n-th
+      step ``average += (1 - d) * (weight - average)`` with
+      ``d = min(ema_decay, (1 + n) / (10 + n))``).  Validation, best-weights
       selection and the returned model use the averaged weights; the optimizer
       keeps stepping the raw ones.  ``None`` turns it off.
     log_prob_kwargs: extra keyword arguments for every ``log_prob`` call.
@@ -438,13 +439,20 @@ def fit(distribution,
     rollback = nonfinite_learning_rate_factor is not None
     previous = [tf.Variable(v, trainable=False, name="previous") for v in variables] \
         if rollback else []
-    averages, raw_copies, ema, ema_updates = [], [], None, None
+    # The moving average by hand: tf.train.ExponentialMovingAverage.apply
+    # fails on the mirrored variables of a tf.distribute strategy.
+    averages, raw_copies, ema_updates = [], [], None
     if ema_decay is not None:
       ema_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_updates")
-      ema = tf.train.ExponentialMovingAverage(float(ema_decay), num_updates=ema_updates)
-      ema.apply(variables)  # creates the averages, equal to the weights now
-      averages = [ema.average(v) for v in variables]
+      averages = [tf.Variable(v, trainable=False, name="average") for v in variables]
       raw_copies = [tf.Variable(v, trainable=False, name="raw") for v in variables]
+
+  def update_averages():
+    """average <- d * average + (1 - d) * weight, d = min(ema_decay, (1 + n) / (10 + n))."""
+    n = tf.cast(ema_updates.assign_add(1), tf.float32)
+    decay = tf.minimum(tf.constant(ema_decay, tf.float32), (1.0 + n) / (10.0 + n))
+    for average, v in zip(averages, variables):
+      average.assign_sub(tf.cast(1.0 - decay, average.dtype) * (average - v))
   log_prob_kwargs = dict(log_prob_kwargs or {})
 
   tensors = x if c is None else (x, c)
@@ -481,9 +489,8 @@ def fit(distribution,
       for saved, v in zip(previous, variables):
         saved.assign(v)
       optimizer.apply_gradients(zip(clipped, variables))
-      if ema is not None:
-        ema_updates.assign_add(1)
-        ema.apply(variables)
+      if averages:
+        update_averages()
       return tf.constant(0, tf.int64)
 
     def skip():
@@ -508,30 +515,41 @@ def fit(distribution,
   state = {"jit": bool(jit_compile)}
 
   def make_train_steps():
-    step_fn = tf.function(train_step, jit_compile=state["jit"])
+    # No autograph anywhere: the loop is an explicit tf.while_loop, so tracing
+    # generates no Python source (autograph writes it to temporary files, and
+    # tracing then stalled for tens of seconds on this machine's slow disk).
+    step_fn = tf.function(train_step, jit_compile=state["jit"], autograph=False)
 
-    @tf.function
+    def on_skip():
+      updates = [nonfinite_run.assign_add(1)]
+      if nonfinite_learning_rate_factor is not None:
+        updates.append(lr_factor.assign(lr_factor * nonfinite_learning_rate_factor))
+      with tf.control_dependencies(updates):
+        return tf.constant(0)
+
+    def on_apply():
+      with tf.control_dependencies([nonfinite_run.assign(0)]):
+        return tf.constant(0)
+
+    @tf.function(autograph=False)
     def train_steps(num_steps):
-      loss_sum = tf.constant(0.0, dtype=distribution.dtype)
-      skipped_sum = tf.constant(0, tf.int64)
-      for _ in tf.range(num_steps):
+      def keep_going(i, loss_sum, skipped_sum):
+        return tf.logical_and(i < num_steps, nonfinite_run < max_nonfinite_steps)
+
+      def one_step(i, loss_sum, skipped_sum):
         loss, skipped = step_fn(next(iterator))
-        loss_sum += loss
-        skipped_sum += skipped
-        if skipped > 0:
-          nonfinite_run.assign_add(1)
-          if nonfinite_learning_rate_factor is not None:
-            lr_factor.assign(lr_factor * nonfinite_learning_rate_factor)
-        else:
-          nonfinite_run.assign(0)
-        if nonfinite_run >= max_nonfinite_steps:
-          break
+        with tf.control_dependencies([tf.cond(skipped > 0, on_skip, on_apply)]):
+          return i + 1, loss_sum + loss, skipped_sum + skipped
+
+      start = (tf.constant(0, tf.int64), tf.constant(0.0, dtype=distribution.dtype),
+               tf.constant(0, tf.int64))
+      _, loss_sum, skipped_sum = tf.while_loop(keep_going, one_step, start)
       return loss_sum, skipped_sum
     return train_steps
 
   train_steps = make_train_steps()
 
-  @tf.function
+  @tf.function(autograph=False)
   def batch_nll(points, conditions):
     if conditions is None:
       return -tf.reduce_sum(distribution.log_prob(points, **log_prob_kwargs))
