@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The full benchmark against TFP's built-in RealNVP (15-25 min on 2 idle cores).
+# The full benchmark against TFP's built-in RealNVP (about 40 min on 2 idle cores).
 bench: $(STAMP)
 	$(BIN)/tfp-realnvp bench --out benchmarks/results --overwrite
 
