@@ -515,9 +515,9 @@ def fit(distribution,
   state = {"jit": bool(jit_compile)}
 
   def make_train_steps():
-    # No autograph anywhere: the loop is an explicit tf.while_loop, so tracing
-    # generates no Python source (autograph writes it to temporary files, and
-    # tracing then stalled for tens of seconds on this machine's slow disk).
+    # No autograph: the step and the loop are plain Python around explicit
+    # tf.cond and tf.while_loop, so there is nothing to convert (and no source
+    # generated while tracing).
     step_fn = tf.function(train_step, jit_compile=state["jit"], autograph=False)
 
     def on_skip():
