@@ -2,8 +2,9 @@
 
 ``tfp-realnvp bench --out DIR`` (or ``python benchmarks/run.py --out DIR``)
 trains, on the same two-moons data, seeds, validation and test sets, with the
-same optimizer (:func:`tfp_realnvp.fit`'s defaults: Adam, warm-up then cosine
-decay, gradient clipping) and the same number of steps:
+same optimizer (:func:`tfp_realnvp.fit`: Adam, warm-up then cosine decay,
+gradient clipping, a moving average of the weights, with the package's
+``weight_decay`` and ``ema_decay``) and the same number of steps:
 
 * ``ours``: :class:`tfp_realnvp.RealNVP` with the package defaults
   (:class:`tfp_realnvp.experiment.TrainConfig`).
@@ -14,7 +15,8 @@ decay, gradient clipping) and the same number of steps:
   (TFP issue 1439): they are collected from the templates after a first call
   and passed to ``fit(trainable_variables=...)``.
 * ``tfp_builtin_best_lr``: the same model at the best stable learning rate of a
-  sweep (1e-3, 3e-4, 1e-4 and ours) on the first seed at the full budget.
+  sweep (1e-3, 3e-4, 1e-4 and ours), every rate on every seed at the full
+  budget (see :func:`_sweep`).
 * ``book``: *Generative Deep Learning* (2nd ed., ch. 6): 2 couplings, separate
   scale and translation towers of 4 x Dense(256, relu), tanh on the scale,
   Adam 1e-4, batch 256, as ``tfb.RealNVP`` couplings.
@@ -580,14 +582,14 @@ def _sweep(name, settings, sets, train) -> tuple[dict, dict]:
     runs = [train(lr, seed) for seed in settings.seeds]
     runs_by_lr[lr] = runs
     finals = [r["final_val_nll"] for r in runs]
-    diverged = sum(r["diverged"] for r in runs)
+    quality = _quality(runs)
     rows.append({
-        "learning_rate": lr, "seeds": len(runs), "diverged_seeds": diverged,
-        "runs_with_nonfinite_steps": sum(r["nonfinite_steps"] > 0 for r in runs),
+        "learning_rate": lr, "seeds": len(runs), "diverged_seeds": quality["diverged_runs"],
+        "runs_with_nonfinite_steps": quality["runs_with_nonfinite_steps"],
         "nonfinite_steps": [r["nonfinite_steps"] for r in runs],
         "median_final_val_nll": _median_worst(finals)["median"],
-        "quality": _quality(runs),
-        "stable": diverged == 0 and all(v is not None for v in finals)})
+        "quality": quality,
+        "stable": quality["diverged_runs"] == 0 and all(v is not None for v in finals)})
   stable = [r for r in rows if r["stable"]]
   if stable:
     best = min(stable, key=lambda r: r["median_final_val_nll"])
