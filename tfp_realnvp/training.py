@@ -550,25 +550,20 @@ def fit(distribution,
   train_steps = make_train_steps()
 
   @tf.function(autograph=False)
-  def batch_nll(points, conditions):
-    if conditions is None:
-      return -tf.reduce_sum(distribution.log_prob(points, **log_prob_kwargs))
-    return -tf.reduce_sum(distribution.log_prob(points, conditional_input=conditions,
-                                                 **log_prob_kwargs))
+  def batch_nll(batch):
+    return -tf.reduce_sum(batch_log_prob(batch))
 
   def swap_in_averages():
     """Context: the variables hold the moving averages inside it, the raw weights after."""
     return _SwappedWeights(variables, averages, raw_copies)
 
   def evaluate() -> float:
-    with swap_in_averages():
-      return _evaluate()
-
-  def _evaluate() -> float:
     total = 0.0
-    for start in range(0, x_val.shape[0], 8192):
-      conditions = None if c_val is None else tf.constant(c_val[start:start + 8192])
-      total += float(batch_nll(tf.constant(x_val[start:start + 8192]), conditions))
+    with swap_in_averages():
+      for start in range(0, x_val.shape[0], 8192):
+        points = tf.constant(x_val[start:start + 8192])
+        total += float(batch_nll(points if c_val is None
+                                 else (points, tf.constant(c_val[start:start + 8192]))))
     return total / x_val.shape[0]
 
   def learning_rate_now() -> float:
