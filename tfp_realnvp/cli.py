@@ -1,4 +1,4 @@
-"""Command line: ``tfp-realnvp train`` (the main job) and ``tfp-realnvp bench``."""
+"""Command line: ``tfp-realnvp train`` (the main job)."""
 
 from __future__ import annotations
 
@@ -140,26 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "last checkpoint, with its own settings")
   train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-  from tfp_realnvp import bench
-  bench_parser = sub.add_parser(
-      "bench", help="benchmark against TFP's built-in RealNVP and the book's model",
-      description="Train tfp_realnvp.RealNVP, TFP's built-in RealNVP and the book's model "
-                  "side by side (same data, seeds, optimizer, steps); write results.json, "
-                  "results.md and nll_vs_wall_time.png into --out.")
-  bench.add_arguments(bench_parser)
   return parser
-
-
-def _bench(args) -> int:
-  from tfp_realnvp import bench
-
-  settings = bench.settings_from_args(args)
-  results = bench.run_benchmarks(args.out, settings, overwrite=args.overwrite,
-                                 progress=not args.no_progress,
-                                 command="tfp-realnvp " + " ".join(sys.argv[1:]))
-  print((args.out / "results.md").read_text() if not args.no_progress else "", end="")
-  print(f"wrote {args.out} ({results['total_seconds'] / 60:.1f} min)")
-  return 0
 
 
 def _train(args) -> int:
@@ -211,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if args.command == "train":
       return _train(args)
-    if args.command == "bench":
-      return _bench(args)
   except KeyboardInterrupt:
     print("tfp-realnvp: interrupted; no output folder was written", file=sys.stderr)
     return 130
