@@ -219,7 +219,7 @@ def train_experiment(config: TrainConfig | None, out_dir, *, progress: bool = Tr
       true_log_prob = None
       if dataset.log_prob is not None:
         true_log_prob = lambda g: dataset.log_prob(g, config.noise)  # noqa: E731
-      plots.plot_density(flow, true_log_prob, limits=plots._limits(x_test, 0.1),
+      plots.plot_density(flow, true_log_prob, limits=plots.limits(x_test, 0.1),
                          path=staging / "density.png")
     save(flow, staging / "model")
     shutil.rmtree(checkpoints, ignore_errors=True)  # model/ holds the final weights

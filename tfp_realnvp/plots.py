@@ -4,10 +4,14 @@
 * :func:`plot_four_panels`: the book's panels: data X, f(X) in latent space,
   base samples Z, generated g(Z).
 * :func:`plot_density`: learned density next to the true one, as heat maps.
+* :func:`density_image`: the learned density as an image tensor for
+  ``tf.summary.image``.
+* :func:`limits`: the plotting range of a cloud of 2-D points.
 """
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
@@ -18,15 +22,36 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["plot_loss_curve", "plot_four_panels", "plot_density"]
+__all__ = ["plot_loss_curve", "plot_four_panels", "plot_density", "density_image", "limits"]
 
 
-def _finish(fig, path):
-  fig.tight_layout()
+def _finish(fig, path, tight=True):
+  if tight:
+    fig.tight_layout()
   if path is not None:
     fig.savefig(os.fspath(path), dpi=120)
     plt.close(fig)
   return fig
+
+
+def limits(points, margin: float = 0.15):
+  """The range ``[(x_low, x_high), (y_low, y_high)]`` that frames 2-D ``points``.
+
+  The 0.1 and 99.9 percentiles of each coordinate (so a few outliers do not
+  shrink the picture), widened on each side by ``margin`` times their distance.
+
+  #### Example
+
+  ```python
+  limits(np.array([[0., 0.], [1., 2.]]), margin=0.5)  # ~[(-0.5, 1.5), (-1., 3.)]
+  ```
+  """
+  points = np.asarray(points)
+  if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
+    raise ValueError(f"limits needs 2-D points of shape [n, 2] with n > 0, got {points.shape}")
+  low, high = np.percentile(points, [0.1, 99.9], axis=0)
+  pad = (high - low) * margin
+  return [(low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1])]
 
 
 def plot_loss_curve(history, oracle_nll: float | None = None, path=None,
@@ -61,30 +86,24 @@ def _scatter(ax, points, title, color, limits=None):
   ax.set_aspect("equal", adjustable="box")
 
 
-def _limits(points, margin=0.15):
-  low, high = np.percentile(points, [0.1, 99.9], axis=0)
-  pad = (high - low) * margin
-  return [(low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1])]
-
-
 def plot_four_panels(flow, data, num_samples: int = 3000, seed: int = 0, path=None,
-                     **log_prob_kwargs):
+                     conditional_input=None):
   """The book's four panels for a 2-D flow.
 
   "Data space X" (the data), "f(X)" (the data mapped to latent space by the
   inverse bijector), "Latent space Z" (base samples), and "g(Z)" (those
-  samples pushed through the forward bijector).
+  samples pushed through the forward bijector). A conditional flow takes
+  ``conditional_input`` (one row per point, or one row for all), which is
+  passed to ``flow.bijector``.
   """
   data = np.asarray(data)[:num_samples]
   if data.ndim != 2 or data.shape[1] != 2:
     raise ValueError(f"plot_four_panels needs 2-D points of shape [n, 2], got {data.shape}")
-  bijector_kwargs = {}
-  if log_prob_kwargs:
-    bijector_kwargs = flow._split_kwargs(log_prob_kwargs)[1]  # conditional flows
-  fx = flow.bijector.inverse(tf.constant(data, dtype=flow.dtype), **bijector_kwargs).numpy()
+  kwargs = {} if conditional_input is None else {"conditional_input": conditional_input}
+  fx = flow.bijector.inverse(tf.constant(data, dtype=flow.dtype), **kwargs).numpy()
   z = flow.distribution.sample(data.shape[0], seed=seed).numpy()
-  gz = flow.bijector.forward(tf.constant(z), **bijector_kwargs).numpy()
-  data_limits = _limits(data)
+  gz = flow.bijector.forward(tf.constant(z), **kwargs).numpy()
+  data_limits = limits(data)
   latent_limits = [(-4, 4), (-4, 4)]
   fig, axes = plt.subplots(2, 2, figsize=(8, 8))
   _scatter(axes[0, 0], data, "Data space X", "tab:green", data_limits)
@@ -96,7 +115,11 @@ def plot_four_panels(flow, data, num_samples: int = 3000, seed: int = 0, path=No
 
 def plot_density(flow, true_log_prob=None, limits=((-1.5, 2.5), (-1.0, 1.5)),
                  resolution: int = 200, path=None, **log_prob_kwargs):
-  """Heat maps of the learned density and, if given, the true density."""
+  """Heat maps of the learned density and, if given, the true density.
+
+  ``limits`` is ``[(x_low, x_high), (y_low, y_high)]`` (see :func:`limits`);
+  ``log_prob_kwargs`` (e.g. ``conditional_input=``) go to ``flow.log_prob``.
+  """
   xs = np.linspace(*limits[0], resolution)
   ys = np.linspace(*limits[1], resolution)
   grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
@@ -104,7 +127,7 @@ def plot_density(flow, true_log_prob=None, limits=((-1.5, 2.5), (-1.0, 1.5)),
   panels = [("learned density", learned)]
   if true_log_prob is not None:
     panels.append(("true density", np.exp(true_log_prob(grid))))
-  vmax = max(float(np.max(p)) for _, p in panels)
+  vmax = max(float(np.nanmax(p)) for _, p in panels)
   fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
   for ax, (title, values) in zip(axes[0], panels):
     image = ax.imshow(values.reshape(resolution, resolution), origin="lower",
@@ -112,7 +135,27 @@ def plot_density(flow, true_log_prob=None, limits=((-1.5, 2.5), (-1.0, 1.5)),
                       aspect="equal")
     ax.set_title(title)
   fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="density")
-  if path is not None:
-    fig.savefig(os.fspath(path), dpi=120)
-    plt.close(fig)
-  return fig
+  return _finish(fig, path, tight=False)
+
+
+def density_image(distribution, points, resolution: int = 120, **log_prob_kwargs) -> tf.Tensor:
+  """A PNG heat map of a 2-D density over the range of ``points``, for TensorBoard.
+
+  The density is drawn by :func:`plot_density` over :func:`limits` of
+  ``points``; the figure is encoded as PNG and decoded into a ``uint8`` tensor
+  of shape ``[1, h, w, 4]`` (RGBA), ready for ``tf.summary.image``.
+
+  #### Example
+
+  ```python
+  flow = tfp_realnvp.RealNVP(2, num_couplings=2)
+  with tf.summary.create_file_writer("logs").as_default(step=0):
+    tf.summary.image("density", density_image(flow, datasets.moons(500)))
+  ```
+  """
+  fig = plot_density(distribution, limits=limits(points), resolution=resolution,
+                     **log_prob_kwargs)
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=80)
+  plt.close(fig)
+  return tf.image.decode_png(buf.getvalue(), channels=4)[None]
