@@ -1,12 +1,13 @@
 """RealNVP as a TFP distribution: a standard normal pushed through the chain.
 
-    x = loc + scale * g(z),   z ~ N(0, I),
+    x = loc + scale * g(z; c'),   z ~ N(0, I),   c' = (c - c_loc) / c_scale,
 
-where ``g`` is the chain of affine couplings of :func:`real_nvp_bijector` and
-``(loc, scale)`` is a fixed per-dimension affine map set from the training data
-(:meth:`RealNVP.adapt`).  By the change of variables,
+where ``g`` is the chain of couplings of :func:`real_nvp_bijector`, ``(loc,
+scale)`` a fixed per-dimension affine map set from the training data and
+``(c_loc, c_scale)`` the same for the condition ``c`` of a conditional flow
+(both set by :meth:`RealNVP.adapt`).  By the change of variables,
 
-    log p(x) = log N(f(u); 0, I) + log|det df/du| - sum(log scale),
+    log p(x | c) = log N(f(u; c'); 0, I) + log|det df/du| - sum(log scale),
     u = (x - loc) / scale,   f = g^{-1},
 
 so ``log_prob`` is a density of the data in the units the user passed.
@@ -14,199 +15,243 @@ so ``log_prob`` is a density of the data in the units the user passed.
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy as copy_lib
+import dataclasses
+import warnings
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-# TFP's non-CompositeTensor TransformedDistribution: the class TFP itself
-# instantiates when a bijector (like ours, holding Keras networks) is not a
-# CompositeTensor.
+# TFP's non-CompositeTensor classes: what TFP itself instantiates for a
+# bijector (like ours, holding Keras networks) that is not a CompositeTensor.
+from tensorflow_probability.python.bijectors import chain as _chain
 from tensorflow_probability.python.distributions import transformed_distribution as _td
 
-from tfp_realnvp.bijectors import coupling_names, real_nvp_bijector
-from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm  # noqa: I001
+from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm
+from tfp_realnvp.bijectors import real_nvp_bijector
+from tfp_realnvp.conditional import ConditionedRealNVP
+from tfp_realnvp.options import FlowOptions
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["RealNVP"]
+__all__ = ["RealNVP", "DataUnitsChain", "bijectors_of"]
 
 _FLOW_NAME = "real_nvp"
+# Moments with no closed form, and the Monte Carlo estimate to use instead.
+_ESTIMATES = {
+    "mean": "tf.reduce_mean(flow.sample(10000, seed=1), axis=0)",
+    "mode": "the sample of highest flow.log_prob among flow.sample(10000, seed=1)",
+    "variance": "tf.math.reduce_variance(flow.sample(10000, seed=1), axis=0)",
+    "stddev": "tf.math.reduce_std(flow.sample(10000, seed=1), axis=0)",
+    "covariance": "tfp.stats.covariance(flow.sample(10000, seed=1))",
+    "entropy": "-tf.reduce_mean(flow.log_prob(flow.sample(10000, seed=1)))",
+}
+
+
+def bijectors_of(bijector: tfb.Bijector):
+  """``bijector`` and every bijector nested in it (through ``.bijectors``)."""
+  yield bijector
+  for inner in getattr(bijector, "bijectors", ()):
+    yield from bijectors_of(inner)
+
+
+class DataUnitsChain(_chain._Chain):
+  """``Chain([Shift(loc), Scale(scale), couplings])`` that takes the condition.
+
+  ``forward``/``inverse`` and their log-dets accept ``conditional_input=c``
+  (shape ``[..., conditional_size]``): ``c`` is normalized with the
+  non-trainable ``condition_loc``/``condition_scale`` and routed to every
+  coupling.  ``adapted`` records whether the normalization was set; it lives
+  here, with the weights it belongs to, so checkpoints and copies carry it.
+  """
+
+  def __init__(self, loc, scale, couplings, conditional_size: int = 0,
+               validate_args: bool = False, name: str = "real_nvp_in_data_units"):
+    parameters = dict(locals())
+    dtype = loc.dtype
+    super().__init__([tfb.Shift(loc, validate_args=validate_args, name="normalize_shift"),
+                      tfb.Scale(scale, validate_args=validate_args, name="normalize_scale"),
+                      couplings], validate_args=validate_args, parameters=parameters, name=name)
+    self.adapted = tf.Variable(False, trainable=False, name="adapted")
+    self.conditional_size = int(conditional_size)
+    if conditional_size:
+      self.condition_loc = tf.Variable(tf.zeros([conditional_size], dtype), trainable=False,
+                                       name="condition_loc")
+      self.condition_scale = tf.Variable(tf.ones([conditional_size], dtype), trainable=False,
+                                         name="condition_scale")
+
+  def coupling_kwargs(self, normalized_condition) -> dict:
+    """Keyword arguments of the couplings chain for a normalized condition."""
+    per_coupling = {"conditional_input": normalized_condition}
+    return {b.name: per_coupling for b in self.bijectors[2].bijectors
+            if b.name.startswith("coupling_")}
+
+  def normalize_condition(self, c):
+    c = tf.convert_to_tensor(c, dtype_hint=self.dtype)
+    if c.dtype != self.condition_loc.dtype:
+      c = tf.cast(c, self.condition_loc.dtype)
+    return (c - self.condition_loc) / self.condition_scale
+
+  def _route(self, kwargs: dict) -> dict:
+    if "conditional_input" not in kwargs:
+      return kwargs
+    kwargs = dict(kwargs)
+    c = kwargs.pop("conditional_input")
+    if not self.conditional_size:
+      raise ValueError(f"{self.name}: the flow is not conditional (conditional_size=0) but "
+                       "got conditional_input")
+    kwargs[self.bijectors[2].name] = self.coupling_kwargs(self.normalize_condition(c))
+    return kwargs
+
+  def _walk_forward(self, step_fn, x, **kwargs):
+    return super()._walk_forward(step_fn, x, **self._route(kwargs))
+
+  def _walk_inverse(self, step_fn, y, **kwargs):
+    return super()._walk_inverse(step_fn, y, **self._route(kwargs))
 
 
 class RealNVP(_td._TransformedDistribution):
   """A trainable RealNVP normalizing flow over ``R^event_size``.
 
-  A TFP transformed distribution of a standard normal base, so every TFP
-  method works: ``log_prob``, ``prob``, ``sample``, ``sample_and_log_prob``,
-  ``event_shape`` (``[event_size]``), ``batch_shape`` (``[]``).  Its
-  ``trainable_variables`` are the coupling networks' weights, complete right
-  after construction; the normalizing ``loc``/``scale`` are non-trainable
-  variables (saved in checkpoints, untouched by optimizers).
+  A TFP transformed distribution of a standard normal base: ``log_prob``,
+  ``prob``, ``sample``, ``sample_and_log_prob``, ``event_shape``
+  (``[event_size]``), ``batch_shape`` (``[]``).  Its ``trainable_variables``
+  are the coupling networks' weights, complete right after construction; the
+  normalizations are non-trainable variables (checkpointed, untouched by
+  optimizers).  ``flow.bijector`` maps latent to data space (a
+  :class:`DataUnitsChain`); ``flow.flow_bijector`` is the couplings alone.
 
-  ``flow.bijector`` maps latent to data space: ``Chain([Shift(loc),
-  Scale(scale), couplings])``; ``flow.flow_bijector`` is the couplings alone.
+  Like the ``tfd.TransformedDistribution`` TFP builds around a bijector that
+  holds Keras networks, a ``RealNVP`` is a plain ``tf.Module``, not a
+  ``CompositeTensor`` (so ``isinstance(flow, tfd.TransformedDistribution)`` is
+  False, exactly as for those): it can be a ``tf.function`` argument, and its
+  weights are reachable from whatever holds it (a ``tfd.JointDistribution*``,
+  a ``tf_keras`` model or layer, a ``tf.train.Checkpoint``).
 
-  Like the ``tfd.TransformedDistribution`` that TFP itself builds around a
-  bijector holding Keras networks, a ``RealNVP`` is a plain ``tf.Module``, not
-  a ``CompositeTensor``: its class derives from ``_TransformedDistribution``,
-  the class TFP returns from ``tfd.TransformedDistribution(...)`` for such
-  bijectors, so ``isinstance(flow, tfd.TransformedDistribution)`` is False,
-  exactly as for those.  (Registering it as a virtual subclass would also make
-  it pass for a ``CompositeTensor`` and break ``tf.function``.)  That is what
-  lets it be passed as an argument to a ``tf.function`` and keeps its network
-  weights reachable from any model that holds it: a
-  ``tfd.JointDistribution*``'s ``trainable_variables``, a ``tf_keras`` model
-  or layer, a ``tf.train.Checkpoint``.
+  **Normalize first.**  The couplings work in standardized units: build the
+  flow with :meth:`from_data` (or call :meth:`adapt`, or pass ``loc``/
+  ``scale``) before training it in your own loop; ``tfp_realnvp.fit`` adapts
+  an un-adapted flow itself.  An un-adapted flow warns once when asked for the
+  density of data far from standardized.
 
-  Conditional flows (``conditional_size=k``) take ``conditional_input=c`` in
-  ``log_prob``, ``prob``, ``sample`` and ``experimental_sample_and_log_prob``;
-  it reaches every coupling network.  The batch dimensions of ``c`` (all but
-  the last) broadcast NumPy-style against the sample shape in ``sample`` and
-  against the batch dimensions of ``x`` in ``log_prob``, and every output gets
-  its own base draw:
+  **Conditional flows** (``conditional_size=k``) take ``conditional_input=c``
+  (shape ``[..., k]``) in ``log_prob``, ``prob``, ``sample``,
+  ``sample_and_log_prob`` and in ``flow.bijector``'s methods; the batch
+  dimensions of ``c`` act as a batch of distributions, as in TFP:
+  ``sample(n, conditional_input=c)`` with ``c`` of shape ``[m, k]`` gives
+  ``n`` draws under each condition, shape ``[n, m, event_size]``, and
+  ``log_prob(x, conditional_input=c)`` broadcasts the batch dimensions of
+  ``x`` against those of ``c``.  :meth:`condition` binds ``c`` into a TFP
+  distribution of batch shape ``c.shape[:-1]`` (for joint distributions,
+  ``DistributionLambda``, amortized VI).
 
-  * ``sample(n, conditional_input=c)``, ``c`` of shape ``[k]``: ``n`` samples
-    under one condition, shape ``[n, event_size]``;
-  * ``sample(n, conditional_input=c)`` or ``sample((), conditional_input=c)``,
-    ``c`` of shape ``[n, k]``: one sample per row, shape ``[n, event_size]``;
-  * ``sample([s, 1], conditional_input=c)``, ``c`` of shape ``[m, k]``: ``s``
-    samples under each of the ``m`` conditions, shape ``[s, m, event_size]``;
-  * ``log_prob(x, conditional_input=c)``: ``x`` of shape ``[n, event_size]``
-    with ``c`` of shape ``[n, k]`` (row by row) or ``[k]`` (one condition for
-    all), result of shape ``[n]``.
+  **Caching.**  TFP bijectors cache results by input tensor.  Every eager
+  call of ``log_prob``/``prob``/``sample``/``sample_and_log_prob`` starts by
+  dropping this flow's entries (:meth:`clear_cache`), so a user's own eager
+  ``tf.GradientTape`` loop on a fixed tensor needs nothing special; inside a
+  ``tf.function`` entries live only for one trace.  Call
+  :meth:`clear_cache` after changing weights yourself if you then call
+  ``flow.bijector`` directly.
 
-  Shapes that do not broadcast, a last dimension of ``c`` other than ``k``, a
-  missing condition on a conditional flow and a condition given to an
-  unconditional one each raise a ``ValueError`` saying so (in a ``tf.function``
-  with unknown shapes, an ``InvalidArgumentError`` with the same message).
-  Sampling is reproducible with a stateless seed: ``sample(n, seed=(1, 2))``.
+  There is no closed-form ``mean``/``mode``/``stddev``/``variance``/
+  ``covariance``/``entropy`` (each raises and names its Monte Carlo
+  estimate), and no batch dimension: for a mixture of flows use
+  ``tfd.Mixture(cat, [flow_a, flow_b])``, or ``tfd.MixtureSameFamily(cat,
+  flow.condition(c))`` over the conditions ``c`` of a conditional flow.
 
   Example:
 
   ```python
-  import tensorflow_probability as tfp
   import tfp_realnvp
 
   x = tfp_realnvp.datasets.moons(5000, noise=0.05)
-  flow = tfp_realnvp.RealNVP(event_size=2)
-  tfp_realnvp.fit(flow, x, steps=500)        # sets loc/scale from x, then trains
+  flow = tfp_realnvp.RealNVP.from_data(x, num_couplings=8)
+  tfp_realnvp.fit(flow, x, steps=500)
   flow.log_prob(x[:3]), flow.sample(4, seed=1)
   ```
 
   Args:
     event_size: number of dimensions of an event, at least 2.
-    num_couplings: number of couplings.
-    hidden_units: hidden widths of each coupling network.
-    activation: hidden activation.
-    permutation: mixing between couplings: ``"reverse"`` (default),
-      ``"random"`` (fixed, from ``seed``) or ``"lu"`` (a learned invertible
-      linear map, ``tfb.ScaleMatvecLU``, starting as the reversal).
-    log_scale_bound: soft bound on each affine coupling's log-scale, ``None``
-      for unbounded.
-    conditional_size: size of a conditioning vector, 0 for an unconditional
-      flow.  A conditional flow takes ``conditional_input=c`` in
-      ``log_prob``/``sample`` and routes it to every coupling.
-    coupling: ``"affine"`` (RealNVP, default), ``"additive"`` (NICE:
-      shift only, volume-preserving) or ``"spline"`` (rational-quadratic
-      spline, ``tfb.RationalQuadraticSpline``).
-    spline_bins: number of bins of each spline.
-    spline_bound: each spline acts on ``[-spline_bound, spline_bound]`` of
-      normalized units (see :meth:`adapt`) and is the identity outside.
-    actnorm: add an activation normalization (trainable per-dimension shift
-      and log-scale, data-initialized by :meth:`adapt`) between couplings.
-    loc, scale: initial normalization (defaults 0 and 1; see :meth:`adapt`).
+    loc, scale: initial data normalization (defaults 0 and 1; see
+      :meth:`adapt`).  Giving either marks the flow as adapted.
     seed: seed of random permutations; with ``permutation="random"`` and no
       seed, one is drawn and recorded in :attr:`config`.
     dtype: ``tf.float32`` or ``tf.float64``.
     validate_args: turn on TFP's argument checks in every bijector.
     name: name of the distribution.
-    bijector: a chain made by an earlier instance with the same settings, to
-      share its weights (``copy()`` uses this); built afresh when ``None``.
+    bijector: a :class:`DataUnitsChain` made by an earlier instance with the
+      same settings, to share its weights (``copy()`` uses this).
+    **flow_options: the fields of :class:`~tfp_realnvp.options.FlowOptions`
+      (``num_couplings``, ``hidden_units``, ``activation``, ``coupling``,
+      ``permutation``, ``log_scale_bound``, ``spline_bins``,
+      ``spline_bound``, ``actnorm``, ``conditional_size``), tuned defaults.
   """
 
-  def __init__(self,
-               event_size: int,
-               num_couplings: int = 8,
-               hidden_units: Sequence[int] = (128, 128),
-               activation="relu",
-               *,
-               permutation: str = "reverse",
-               log_scale_bound: float | None = 3.0,
-               conditional_size: int = 0,
-               coupling: str = "affine",
-               spline_bins: int = 8,
-               spline_bound: float = 4.0,
-               actnorm: bool = False,
-               loc=None,
-               scale=None,
-               seed: int | None = None,
-               dtype=tf.float32,
-               validate_args: bool = False,
-               name: str = "RealNVP",
-               bijector: tfb.Bijector | None = None):
-    parameters = dict(locals())
+  def __init__(self, event_size: int, *, loc=None, scale=None, seed: int | None = None,
+               dtype=tf.float32, validate_args: bool = False, name: str = "RealNVP",
+               bijector: tfb.Bijector | None = None, **flow_options):
+    options = FlowOptions.from_kwargs(flow_options, "RealNVP")
     dtype = tf.as_dtype(dtype)
     if dtype not in (tf.float32, tf.float64):
       raise TypeError(f"dtype must be tf.float32 or tf.float64, got {dtype.name}")
-    if seed is None and permutation == "random" and bijector is None:
-      # Draw the seed here, so that config records it and save/load (and
-      # copy) rebuild the same permutations.
+    if seed is None and options.permutation == "random" and bijector is None:
+      # Drawn here, so that config records it and save/load/copy rebuild it.
       seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-      parameters["seed"] = seed
+    parameters = dict(event_size=event_size, loc=loc, scale=scale, seed=seed, dtype=dtype,
+                      validate_args=validate_args, name=name, bijector=bijector,
+                      **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
     with tf.name_scope(name) as name_scope:
       if bijector is None:
-        flow_bijector = real_nvp_bijector(
-            event_size, num_couplings, hidden_units, activation,
-            permutation=permutation, log_scale_bound=log_scale_bound,
-            conditional_size=conditional_size, coupling=coupling,
-            spline_bins=spline_bins, spline_bound=spline_bound, actnorm=actnorm,
+        couplings = real_nvp_bijector(
+            event_size, **{f.name: getattr(options, f.name)
+                           for f in dataclasses.fields(options)},
             seed=seed, dtype=dtype, validate_args=validate_args, name=_FLOW_NAME)
-        loc_var = tf.Variable(
-            np.zeros(event_size) if loc is None else np.broadcast_to(loc, [event_size]),
-            dtype=dtype, trainable=False, name="loc")
-        scale_var = tf.Variable(
-            np.ones(event_size) if scale is None else np.broadcast_to(scale, [event_size]),
-            dtype=dtype, trainable=False, name="scale")
-        bijector = tfb.Chain([
-            tfb.Shift(loc_var, validate_args=validate_args, name="normalize_shift"),
-            tfb.Scale(scale_var, validate_args=validate_args, name="normalize_scale"),
-            flow_bijector,
-        ], validate_args=validate_args, name="real_nvp_in_data_units")
-        # Whether the normalization was set, kept with the weights it belongs to
-        # (so it is checkpointed with them and shared by copies).
-        bijector.adapted = tf.Variable(loc is not None or scale is not None,
-                                       trainable=False, name="adapted")
+        bijector = DataUnitsChain(
+            *(tf.Variable(np.broadcast_to(default if v is None else v, [event_size]),
+                          dtype=dtype, trainable=False, name=n)
+              for v, default, n in ((loc, 0.0, "loc"), (scale, 1.0, "scale"))),
+            couplings, options.conditional_size, validate_args=validate_args)
+        bijector.adapted.assign(loc is not None or scale is not None)
       parameters["bijector"] = bijector
       self._event_size = int(event_size)
-      self._num_couplings = int(num_couplings)
-      self._conditional_size = int(conditional_size)
+      self._options = options
       self._config = dict(
-          event_size=int(event_size), num_couplings=int(num_couplings),
-          hidden_units=[int(h) for h in hidden_units],
-          activation=activation if isinstance(activation, str) else None,
-          permutation=permutation, log_scale_bound=log_scale_bound,
-          conditional_size=int(conditional_size), coupling=coupling,
-          spline_bins=int(spline_bins), spline_bound=float(spline_bound),
-          actnorm=bool(actnorm), seed=seed, dtype=dtype.name,
-          validate_args=bool(validate_args), name=name)
-      base = tfd.MultivariateNormalDiag(
-          loc=tf.zeros([event_size], dtype=dtype), validate_args=validate_args,
-          name="standard_normal")
+          options.as_dict(), event_size=int(event_size), seed=seed, dtype=dtype.name,
+          validate_args=bool(validate_args), name=name,
+          activation=options.activation if isinstance(options.activation, str) else None,
+          coupling=options.coupling if isinstance(options.coupling, str) else None)
+      self._checked_units = False
+      base = tfd.MultivariateNormalDiag(loc=tf.zeros([event_size], dtype=dtype),
+                                        validate_args=validate_args, name="standard_normal")
       super().__init__(
-          distribution=base, bijector=bijector,
-          kwargs_split_fn=self._split_kwargs, validate_args=validate_args,
-          parameters=parameters, name=name_scope.rstrip("/") if name_scope else name)
+          distribution=base, bijector=bijector, kwargs_split_fn=self._split_kwargs,
+          validate_args=validate_args, parameters=parameters,
+          name=name_scope.rstrip("/") if name_scope else name)
     self._parameters = self._no_dependency(parameters)
+
+  @classmethod
+  def from_data(cls, data, conditional_input=None, **kwargs) -> "RealNVP":
+    """A new flow normalized to ``data`` (shape ``[n, event_size]``).
+
+    ``RealNVP(data.shape[-1], **kwargs).adapt(data, conditional_input)``; a
+    ``conditional_input`` of shape ``[n, k]`` also sets ``conditional_size=k``
+    unless given.  Example: ``RealNVP.from_data(x * 100 + 1000, num_couplings=4)``.
+    """
+    data = np.asarray(data)
+    if data.ndim != 2:
+      raise ValueError(f"from_data expects data of shape [n, event_size], got {data.shape}")
+    if conditional_input is not None:
+      kwargs.setdefault("conditional_size", int(np.shape(conditional_input)[-1]))
+    return cls(data.shape[-1], **kwargs).adapt(data, conditional_input)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
     # No batchable tensor parameters: the weights live in the bijector's networks.
     return {}
 
-  # -- conditioning ---------------------------------------------------------
+  # -- conditioning and input checks -----------------------------------------
 
   def _split_kwargs(self, kwargs: dict):
     kwargs = dict(kwargs)
@@ -217,31 +262,91 @@ class RealNVP(_td._TransformedDistribution):
       raise TypeError(
           f"{self.name} got unexpected keyword arguments {sorted(kwargs)}; "
           "it accepts conditional_input=, bijector_kwargs= and distribution_kwargs=")
-    if self._conditional_size:
+    if self.conditional_size:
       if conditional_input is None and not bijector_kwargs:
         raise ValueError(
-            f"{self.name} is a conditional flow (conditional_size="
-            f"{self._conditional_size}): pass conditional_input= with last "
-            f"dimension {self._conditional_size}")
+            f"{self.name} is a conditional flow (conditional_size={self.conditional_size}): "
+            f"pass conditional_input= with last dimension {self.conditional_size}")
       if conditional_input is not None:
-        conditional_input = self._check_conditional_input(conditional_input)
-        per_coupling = {"conditional_input": conditional_input}
-        bijector_kwargs = {_FLOW_NAME: {n: per_coupling for n in coupling_names(self._num_couplings)}}
+        bijector_kwargs = {"conditional_input": self._check_condition(conditional_input)}
     elif conditional_input is not None:
       raise ValueError(
           f"{self.name} is not conditional (conditional_size=0) but got conditional_input")
     return distribution_kwargs, bijector_kwargs
 
-  def _check_conditional_input(self, c):
+  def _check_condition(self, c):
+    if _is_complex(c):
+      raise TypeError(f"{self.name}: conditional_input is complex; pass real values")
     c = tf.convert_to_tensor(c, dtype_hint=self.dtype)
     if c.dtype != self.dtype:
       c = tf.cast(c, self.dtype)
+    k = self.conditional_size
     if c.shape.rank == 0 or (c.shape.rank is not None and c.shape[-1] is not None
-                             and int(c.shape[-1]) != self._conditional_size):
-      raise ValueError(
-          f"{self.name}: conditional_input must have shape [..., {self._conditional_size}] "
-          f"(conditional_size={self._conditional_size}), got shape {c.shape}")
+                             and int(c.shape[-1]) != k):
+      raise ValueError(f"{self.name}: conditional_input must have shape [..., {k}] "
+                       f"(conditional_size={k}), got shape {c.shape}")
     return c
+
+  def _check_events(self, value):
+    """Refuses complex values and a last dimension other than ``event_size``."""
+    shape = value.shape if hasattr(value, "shape") else np.shape(value)
+    if _is_complex(value):
+      raise TypeError(f"{self.name}: got complex values; log_prob takes real events")
+    d, shape = self._event_size, tf.TensorShape(shape)
+    if shape.rank == 0 or (shape.rank is not None and shape[-1] is not None
+                           and shape[-1] != d):
+      raise ValueError(
+          f"{self.name}: expected events of size {d} (shape [..., {d}]), got shape "
+          f"{shape}; a size-1 last dimension is not broadcast to {d}")
+    if tf.executing_eagerly():
+      self.clear_cache()
+      self._warn_if_not_standardized(value)
+      return []
+    if shape.rank is None or shape[-1] is None:
+      return [tf.debugging.assert_equal(
+          tf.shape(value)[-1], d, message=f"{self.name}: expected events of size {d}")]
+    return []
+
+  def _warn_if_not_standardized(self, value):
+    if self._checked_units:
+      return
+    if self.is_adapted:
+      self._checked_units = True
+      return
+    rows = np.reshape(np.asarray(value, np.float64), [-1, self._event_size])[:10000]
+    rows = rows[np.all(np.isfinite(rows), axis=1)]
+    if len(rows) < 2:
+      return
+    self._checked_units = True
+    mean, std = rows.mean(0), rows.std(0)
+    if np.any(np.abs(mean) > 5.0) or np.any(std > 10.0) or np.any((std > 0) & (std < 0.1)):
+      warnings.warn(
+          f"{self.name} is not adapted, but the data it is asked about has per-dimension "
+          f"means {np.round(mean, 3).tolist()} and stds {np.round(std, 3).tolist()}, far from "
+          "standardized (0, 1): the flow will train slowly and badly. Build it with "
+          "RealNVP.from_data(x, ...), call flow.adapt(x) before training, or pass loc=/scale=.",
+          UserWarning, stacklevel=5)
+
+  def _check_sample_shape(self, sample_shape):
+    if tf.executing_eagerly():
+      self.clear_cache()
+    static = tf.get_static_value(tf.convert_to_tensor(sample_shape))
+    if static is not None and np.any(np.asarray(static) < 0):
+      raise ValueError(f"{self.name}: sample_shape must be non-negative, got "
+                       f"{np.asarray(static).tolist()}")
+
+  def _call_log_prob(self, value, name, **kwargs):
+    with tf.control_dependencies(self._check_events(value)):
+      return super()._call_log_prob(value, name, **kwargs)
+
+  def _call_prob(self, value, name, **kwargs):
+    with tf.control_dependencies(self._check_events(value)):
+      return super()._call_prob(value, name, **kwargs)
+
+  # -- sampling --------------------------------------------------------------
+  #
+  # The batch dimensions of ``conditional_input`` are a batch of distributions:
+  # samples have shape ``sample_shape + c.shape[:-1] + [event_size]``.
 
   def sample_and_log_prob(self, sample_shape=(), seed=None,
                           name: str = "sample_and_log_prob", **kwargs):
@@ -251,99 +356,147 @@ class RealNVP(_td._TransformedDistribution):
     """
     return self.experimental_sample_and_log_prob(sample_shape, seed=seed, name=name, **kwargs)
 
-  def _pop_condition(self, kwargs: dict):
-    """Removes and checks ``conditional_input`` from ``kwargs`` (None if absent).
-
-    Leaves ``kwargs`` alone when there is nothing to take, so that
-    :meth:`_split_kwargs` gives the error for a missing or unexpected condition.
-    """
-    if not self._conditional_size or kwargs.get("conditional_input") is None:
-      return None
-    return self._check_conditional_input(kwargs.pop("conditional_input"))
-
-  def _broadcast_batch_shape(self, shape, c, what: str):
-    """``broadcast(shape, batch shape of c)``, statically checked when possible."""
-    c_batch = tf.shape(c)[:-1]
-    static_shape = tf.get_static_value(shape)
-    static_c = c.shape[:-1]
-    convention = (
-        "Shapes broadcast like NumPy's: sample(n, conditional_input=c) takes c of shape "
-        "[k] (n samples under one condition) or [n, k] (one sample per row); for n "
-        "samples under each of m conditions use sample([n, 1], conditional_input=c) "
-        "with c of shape [m, k].")
-    if static_shape is not None and static_c.is_fully_defined():
-      static_shape = [int(d) for d in np.reshape(static_shape, [-1])]
-      try:
-        return tf.constant(np.broadcast_shapes(tuple(static_shape), tuple(static_c.as_list())),
-                           tf.int32)
-      except ValueError:
-        raise ValueError(
-            f"{self.name}: {what} {static_shape} does not broadcast against the batch "
-            f"shape {static_c.as_list()} of conditional_input (shape {c.shape}). "
-            f"{convention}") from None
-    message = (f"{self.name}: {what} does not broadcast against the batch shape of "
-               f"conditional_input (all its dimensions but the last). {convention}")
-    shape = tf.cast(shape, tf.int32)
-    rank = tf.maximum(tf.size(shape), tf.size(c_batch))
-    a = tf.concat([tf.ones([rank - tf.size(shape)], tf.int32), shape], axis=0)
-    b = tf.concat([tf.ones([rank - tf.size(c_batch)], tf.int32), c_batch], axis=0)
-    compatible = tf.reduce_all((a == b) | (a == 1) | (b == 1))
-    with tf.control_dependencies([tf.debugging.Assert(compatible, [message, a, b])]):
-      return tf.broadcast_dynamic_shape(shape, c_batch)
-
-  # -- conditional sampling and density -------------------------------------
-  #
-  # Shape convention: the batch dimensions of ``conditional_input`` (all but
-  # its last) broadcast, NumPy-style, against the sample shape in ``sample``
-  # and against the batch dimensions of ``x`` in ``log_prob``.  Every output
-  # element gets its own base draw, so broadcasting a condition never makes
-  # repeated samples.
-
   def _call_sample_n(self, sample_shape, seed, **kwargs):
-    kwargs = dict(kwargs)
-    c = self._pop_condition(kwargs)
-    if c is None:
+    self._check_sample_shape(sample_shape)
+    if kwargs.get("conditional_input") is None or not self.conditional_size:
       return super()._call_sample_n(sample_shape, seed, **kwargs)
-    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, c, kwargs)
+    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, kwargs)
     return self.bijector.forward(z, **bijector_kwargs)
 
+  def _call_sample_and_log_prob(self, sample_shape, seed, **kwargs):
+    self._check_sample_shape(sample_shape)
+    return super()._call_sample_and_log_prob(sample_shape, seed, **kwargs)
+
   def _sample_and_log_prob(self, sample_shape, seed, **kwargs):
-    kwargs = dict(kwargs)
-    c = self._pop_condition(kwargs)
-    if c is None:
+    if kwargs.get("conditional_input") is None or not self.conditional_size:
       return super()._sample_and_log_prob(sample_shape, seed, **kwargs)
-    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, c, kwargs)
+    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, kwargs)
     y = self.bijector.forward(z, **bijector_kwargs)
     fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=1, **bijector_kwargs)
     return y, self.distribution.log_prob(z) - fldj
 
-  def _conditional_base_sample(self, sample_shape, seed, c, kwargs):
-    if kwargs.get("distribution_kwargs"):
+  def _conditional_base_sample(self, sample_shape, seed, kwargs):
+    distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
+    if distribution_kwargs:
       raise TypeError(f"{self.name} takes no distribution_kwargs")
+    c = bijector_kwargs["conditional_input"]
     sample_shape = tf.reshape(tf.cast(tf.convert_to_tensor(sample_shape), tf.int32), [-1])
-    shape = self._broadcast_batch_shape(sample_shape, c, "sample_shape")
+    shape = tf.concat([sample_shape, tf.shape(c)[:-1]], axis=0)
     z = self.distribution.sample(shape, seed=seed() if callable(seed) else seed)
-    c = tf.broadcast_to(c, tf.concat([shape, [self._conditional_size]], axis=0))
-    _, bijector_kwargs = self._split_kwargs(dict(kwargs, conditional_input=c))
-    return z, bijector_kwargs
+    c = tf.broadcast_to(c, tf.concat([shape, [self.conditional_size]], axis=0))
+    return z, {"conditional_input": c}
+
+  # -- density ---------------------------------------------------------------
 
   def _log_prob(self, y, **kwargs):
-    kwargs = dict(kwargs)
-    c = self._pop_condition(kwargs)
-    if c is None:
+    if kwargs.get("conditional_input") is None or not self.conditional_size:
       return super()._log_prob(y, **kwargs)
-    y_batch = tf.shape(y)[:-1]
-    static = y.shape[:-1]
-    shape = self._broadcast_batch_shape(
-        tf.constant(static.as_list(), tf.int32) if static.is_fully_defined() else y_batch,
-        c, "the batch shape of x")
-    if not (static.is_fully_defined() and tf.get_static_value(shape) is not None
-            and list(tf.get_static_value(shape)) == static.as_list()):
-      y = tf.broadcast_to(y, tf.concat([shape, tf.shape(y)[-1:]], axis=0))
-    c = tf.broadcast_to(c, tf.concat([shape, [self._conditional_size]], axis=0))
+    kwargs = dict(kwargs)
+    c = self._check_condition(kwargs.pop("conditional_input"))
+    shape = self._broadcast_batch_shape(y, c)
+    y = tf.broadcast_to(y, tf.concat([shape, [self._event_size]], axis=0))
+    c = tf.broadcast_to(c, tf.concat([shape, [self.conditional_size]], axis=0))
     return super()._log_prob(y, conditional_input=c, **kwargs)
 
-  # -- properties -----------------------------------------------------------
+  def _broadcast_batch_shape(self, y, c):
+    """The broadcast batch shape of ``x`` and ``c``, with a clear error if none."""
+    what = (f"{self.name}: the batch shape of x {{}} does not broadcast against the batch "
+            "shape {} of conditional_input (all its dimensions but the last); they broadcast "
+            "like NumPy's")
+    y_static, c_static = y.shape[:-1], c.shape[:-1]
+    if y_static.is_fully_defined() and c_static.is_fully_defined():
+      try:
+        return tf.constant(np.broadcast_shapes(tuple(y_static), tuple(c_static)), tf.int32)
+      except ValueError:
+        raise ValueError(what.format(y_static.as_list(), c_static.as_list())) from None
+    a, b = tf.shape(y)[:-1], tf.shape(c)[:-1]
+    rank = tf.maximum(tf.size(a), tf.size(b))
+    a = tf.concat([tf.ones([rank - tf.size(a)], tf.int32), a], axis=0)
+    b = tf.concat([tf.ones([rank - tf.size(b)], tf.int32), b], axis=0)
+    compatible = tf.reduce_all((a == b) | (a == 1) | (b == 1))
+    with tf.control_dependencies([tf.debugging.Assert(compatible, [what.format("", ""), a, b])]):
+      return tf.broadcast_dynamic_shape(a, b)
+
+  def condition(self, conditional_input, name: str | None = None) -> ConditionedRealNVP:
+    """This conditional flow with ``conditional_input`` bound: ``p(x | c)``.
+
+    A TFP distribution of batch shape ``c.shape[:-1]`` and event shape
+    ``[event_size]`` that shares this flow's weights (its
+    ``trainable_variables`` are the flow's); gradients flow to ``c``.  See
+    :class:`~tfp_realnvp.conditional.ConditionedRealNVP`.
+    """
+    if not self.conditional_size:
+      raise ValueError(f"{self.name} is not conditional (conditional_size=0); "
+                       "condition() binds the condition of a conditional flow")
+    return ConditionedRealNVP(self, self._check_condition(conditional_input),
+                              validate_args=self.validate_args,
+                              name=name or f"{self.name}_conditioned")
+
+  # -- no closed forms -------------------------------------------------------
+
+  def _no_closed_form(self, what: str):
+    return NotImplementedError(
+        f"{self.name}.{what}(): a normalizing flow has no closed-form {what}; estimate it "
+        f"by Monte Carlo, e.g. {_ESTIMATES[what]}")
+
+  def _mean(self, **kwargs):
+    raise self._no_closed_form("mean")
+
+  def _mode(self, **kwargs):
+    raise self._no_closed_form("mode")
+
+  def _variance(self, **kwargs):
+    raise self._no_closed_form("variance")
+
+  def _stddev(self, **kwargs):
+    raise self._no_closed_form("stddev")
+
+  def _covariance(self, **kwargs):
+    raise self._no_closed_form("covariance")
+
+  def _entropy(self, **kwargs):
+    raise self._no_closed_form("entropy")
+
+  def _default_event_space_bijector(self, *args, **kwargs):
+    # The support is all of R^event_size, whatever the condition.
+    return tfb.Identity(validate_args=self.validate_args)
+
+  # -- copies and state ------------------------------------------------------
+
+  def copy(self, **overrides) -> "RealNVP":
+    """A flow sharing this one's weights; only ``name`` may change.
+
+    Every other setting (``num_couplings``, ``dtype``, ``loc``, ...) is fixed
+    by the shared weights: build a new flow for those,
+    ``RealNVP(**dict(flow.config, num_couplings=2))`` (fresh weights).
+    ``copy.deepcopy(flow)`` gives independent weights with the same values.
+    """
+    refused = sorted(set(overrides) - {"name", "bijector"})
+    if refused:
+      raise ValueError(
+          f"{self.name}.copy() shares this flow's weights and can only change name, not "
+          f"{refused}; build a new flow with RealNVP(**dict(flow.config, "
+          f"{refused[0]}=...)) (fresh weights) instead")
+    return super().copy(**overrides)
+
+  def __deepcopy__(self, memo):
+    params = {k: copy_lib.deepcopy(v, memo) for k, v in self.parameters.items()
+              if k not in ("bijector", "dtype")}
+    twin = type(self)(dtype=self.dtype, **params)
+    for mine, theirs in zip(self.variables, twin.variables):
+      theirs.assign(mine)
+    return twin
+
+  def clear_cache(self) -> None:
+    """Drops TFP's cached bijector results of this flow (see *Caching* above)."""
+    ours = {id(b) for b in bijectors_of(self.bijector)}
+    storage = self.bijector._cache.storage  # pylint: disable=protected-access
+    for key in list(storage.keys()):
+      if id(key.subkey[0]) in ours:
+        key.cancel()
+        storage.pop(key, None)
+
+  # -- properties ------------------------------------------------------------
 
   @property
   def event_size(self) -> int:
@@ -351,11 +504,16 @@ class RealNVP(_td._TransformedDistribution):
 
   @property
   def num_couplings(self) -> int:
-    return self._num_couplings
+    return self._options.num_couplings
 
   @property
   def conditional_size(self) -> int:
-    return self._conditional_size
+    return self._options.conditional_size
+
+  @property
+  def options(self) -> FlowOptions:
+    """The flow's architecture options."""
+    return self._options
 
   @property
   def config(self) -> dict:
@@ -385,23 +543,26 @@ class RealNVP(_td._TransformedDistribution):
     return bool(actnorm_layers(self.flow_bijector))
 
   def adapt(self, data, conditional_input=None) -> "RealNVP":
-    """Sets the normalization to the per-dimension mean and std of ``data``.
+    """Sets the normalizations to the per-dimension mean and std of the data.
 
-    ``data`` has shape ``[n, event_size]``.  A dimension with zero spread
-    keeps scale 1.  With ``actnorm=True`` it then data-initializes the
-    activation normalizations (:meth:`initialize_actnorm`).  Returns ``self``.
+    ``data`` has shape ``[n, event_size]``; ``conditional_input`` (shape ``[n,
+    conditional_size]``) also sets the condition's normalization, applied
+    before the coupling networks see it.  A dimension with zero spread keeps
+    scale 1.  With ``actnorm=True`` it then data-initializes the activation
+    normalizations (:meth:`initialize_actnorm`).  Returns ``self``.
     """
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[-1] != self._event_size or data.shape[0] < 2:
-      raise ValueError(
-          f"adapt expects data of shape [n >= 2, {self._event_size}], got {data.shape}")
-    if not np.all(np.isfinite(data)):
-      raise ValueError("adapt got data containing NaN or inf")
-    std = data.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    self.loc.assign(data.mean(axis=0).astype(self.dtype.as_numpy_dtype))
-    self.scale.assign(std.astype(self.dtype.as_numpy_dtype))
+    loc, scale = _mean_and_std(data, self._event_size, "data")
+    self.loc.assign(loc.astype(self.dtype.as_numpy_dtype))
+    self.scale.assign(scale.astype(self.dtype.as_numpy_dtype))
+    if conditional_input is not None:
+      if not self.conditional_size:
+        raise ValueError(f"{self.name} is not conditional but adapt got conditional_input")
+      c_loc, c_scale = _mean_and_std(conditional_input, self.conditional_size,
+                                     "conditional_input")
+      self.bijector.condition_loc.assign(c_loc.astype(self.dtype.as_numpy_dtype))
+      self.bijector.condition_scale.assign(c_scale.astype(self.dtype.as_numpy_dtype))
     self.bijector.adapted.assign(True)
+    self.clear_cache()
     if self.has_actnorm:
       self.initialize_actnorm(data, conditional_input)
     return self
@@ -426,9 +587,25 @@ class RealNVP(_td._TransformedDistribution):
       return self
     u = (data - self.loc.numpy()) / self.scale.numpy()
     kwargs = {}
-    if self._conditional_size:
-      c = (np.zeros([data.shape[0], self._conditional_size], self.dtype.as_numpy_dtype)
-           if conditional_input is None else self._check_conditional_input(conditional_input))
-      kwargs = {n: {"conditional_input": c} for n in coupling_names(self._num_couplings)}
+    if self.conditional_size:
+      c = (np.zeros([data.shape[0], self.conditional_size], self.dtype.as_numpy_dtype)
+           if conditional_input is None else self._check_condition(conditional_input))
+      kwargs = self.bijector.coupling_kwargs(self.bijector.normalize_condition(c))
     initialize_actnorm(self.flow_bijector, u, kwargs)
+    self.clear_cache()
     return self
+
+
+def _mean_and_std(data, size: int, what: str):
+  """Per-dimension mean and std (1 where there is no spread) of ``[n, size]`` data."""
+  data = np.asarray(data, dtype=np.float64)
+  if data.ndim != 2 or data.shape[-1] != size or data.shape[0] < 2:
+    raise ValueError(f"adapt expects {what} of shape [n >= 2, {size}], got {data.shape}")
+  if not np.all(np.isfinite(data)):
+    raise ValueError(f"adapt got {what} containing NaN or inf")
+  std = data.std(axis=0)
+  return data.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def _is_complex(value) -> bool:
+  return value.dtype.is_complex if tf.is_tensor(value) else np.iscomplexobj(value)
