@@ -31,6 +31,9 @@ import tensorflow as tf
 import tf_keras
 from tqdm.auto import tqdm
 
+from tfp_realnvp.files import atomic_write_text
+from tfp_realnvp.training.optimizer import default_optimizer, learning_rate_factor
+
 __all__ = ["fit", "History", "TrainingDiverged"]
 
 
@@ -129,46 +132,6 @@ def _event_size(distribution) -> int | None:
   if shape.rank != 1 or shape[0] is None:
     return None
   return int(shape[0])
-
-
-class _ScaledSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
-  """A learning rate times a factor that non-finite steps may lower."""
-
-  def __init__(self, base, factor: tf.Variable):
-    self.base = base
-    self.factor = factor
-
-  def __call__(self, step):
-    base = self.base(step) if callable(self.base) else self.base
-    return tf.cast(base, self.factor.dtype) * self.factor
-
-  def get_config(self):
-    return {}
-
-
-def _learning_rate_schedule(learning_rate: float, schedule: str, steps: int,
-                            warmup_steps: int, final_fraction: float):
-  if schedule == "constant":
-    return learning_rate
-  if schedule != "cosine":
-    raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-  warmup_steps = min(warmup_steps, max(steps - 1, 0))
-  if warmup_steps:
-    return tf_keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate * 1e-2, decay_steps=max(steps - warmup_steps, 1),
-        alpha=final_fraction, warmup_target=learning_rate, warmup_steps=warmup_steps)
-  return tf_keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=learning_rate, decay_steps=max(steps, 1), alpha=final_fraction)
-
-
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Writes ``text`` to ``path`` so that a reader sees the old or the new file, whole."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _density_image(distribution, points: np.ndarray, log_prob_kwargs: dict) -> tf.Tensor:
@@ -423,13 +386,12 @@ def fit(distribution,
   scope = strategy.scope() if strategy is not None else _NullScope()
 
   with scope:
-    lr_factor = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_factor")
     if optimizer is None:
-      base_lr = _learning_rate_schedule(float(learning_rate), schedule, total_steps,
-                                        int(warmup_steps), float(final_learning_rate_fraction))
-      lr = _ScaledSchedule(base_lr, lr_factor)
-      optimizer = tf_keras.optimizers.AdamW(learning_rate=lr, weight_decay=float(weight_decay)) \
-          if weight_decay else tf_keras.optimizers.Adam(learning_rate=lr)
+      optimizer = default_optimizer(
+          total_steps, learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
+          final_learning_rate_fraction=final_learning_rate_fraction, clip_norm=clip_norm,
+          weight_decay=weight_decay)
+    lr_factor = learning_rate_factor(optimizer)
     optimizer.build(variables)
     nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
     best_copies = [tf.Variable(v, trainable=False, name="best") for v in variables] \
@@ -485,10 +447,9 @@ def fit(distribution,
       finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
 
     def apply():
-      clipped = grads if clip_norm is None else tf.clip_by_global_norm(grads, clip_norm)[0]
       for saved, v in zip(previous, variables):
         saved.assign(v)
-      optimizer.apply_gradients(zip(clipped, variables))
+      optimizer.apply_gradients(zip(grads, variables))
       if averages:
         update_averages()
       return tf.constant(0, tf.int64)
@@ -522,7 +483,7 @@ def fit(distribution,
 
     def on_skip():
       updates = [nonfinite_run.assign_add(1)]
-      if nonfinite_learning_rate_factor is not None:
+      if nonfinite_learning_rate_factor is not None and lr_factor is not None:
         updates.append(lr_factor.assign(lr_factor * nonfinite_learning_rate_factor))
       with tf.control_dependencies(updates):
         return tf.constant(0)
@@ -580,7 +541,7 @@ def fit(distribution,
     checkpoint_dir = pathlib.Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = tf.train.Checkpoint(
-        variables=variables, optimizer=optimizer, lr_factor=lr_factor, best=best_copies,
+        variables=variables, optimizer=optimizer, lr_factor=[] if lr_factor is None else lr_factor, best=best_copies,
         averages=averages, ema_updates=[] if ema_updates is None else ema_updates,
         iterator=iterator, distribution=distribution if isinstance(distribution, tf.Module) else [])
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=max_checkpoints)
@@ -726,7 +687,7 @@ def _history_path(checkpoint_dir: pathlib.Path, checkpoint_path: str) -> pathlib
 
 def _write_history(checkpoint_dir, checkpoint_path, history: History, progress_state: dict):
   payload = {"history": history.as_dict(), "progress": progress_state}
-  _atomic_write_text(_history_path(checkpoint_dir, checkpoint_path),
+  atomic_write_text(_history_path(checkpoint_dir, checkpoint_path),
                      json.dumps(payload, allow_nan=True))
 
 
