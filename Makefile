@@ -22,9 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The full benchmark against TFP's built-in RealNVP (about 40 min on 2 idle cores).
+# The full benchmark against TFP's built-in RealNVP (about 40 min on 2 idle cores);
+# python -m benchmarks.bench --quick --out DIR is its quick smoke test.
 bench: $(STAMP)
-	$(BIN)/tfp-realnvp bench --out benchmarks/results --overwrite
+	$(BIN)/python -m benchmarks.bench --out benchmarks/results --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,11 +1,22 @@
-"""Smoke test of the benchmark runner: quick mode produces every field (no timing asserts)."""
+"""Smoke test of the benchmark runner (``python -m benchmarks.bench``): quick mode produces
+every field (no timing asserts)."""
 
+import dataclasses
 import json
 import math
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
-from tfp_realnvp import bench, cli
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is not installed: it lives beside the package
+  sys.path.insert(0, str(ROOT))
+
+import benchmarks.bench as bench  # noqa: E402
+from benchmarks.bench import run  # noqa: E402
+from tfp_realnvp.options import FLOW_DEFAULTS, TRAINING_DEFAULTS  # noqa: E402
 
 QUALITY = ["test_nll", "gap", "time_to_gap_0.05_s", "time_to_gap_0.02_s",
            "steps_to_gap_0.05", "steps_to_gap_0.02"]
@@ -18,7 +29,7 @@ RUN = ["seed", "learning_rate", "batch_size", "steps", "steps_done", "test_nll",
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench") / "quick"
-  assert cli.main(["bench", "--quick", "--out", str(out), "--no-progress"]) == 0
+  assert run.main(["--quick", "--out", str(out), "--no-progress"]) == 0
   return out, json.loads((out / "results.json").read_text())
 
 
@@ -49,7 +60,7 @@ def test_every_contestant_has_every_figure(quick_run):
   seeds = results["settings"]["seeds"]
   for name, c in results["contestants"].items():
     assert c["label"] == bench.LABELS[name]
-    assert _positive(c["learning_rate"]) and c["steps"] == results["settings"]["steps"]
+    assert _positive(c["learning_rate"]) and c["steps"] == results["settings"]["training"]["steps"]
     assert len(c["runs"]) == len(seeds)
     for run in c["runs"]:
       assert set(RUN) <= set(run), set(RUN) - set(run)
@@ -89,7 +100,7 @@ def test_machine_sweep_and_targets(quick_run):
   sweep = results["sweep"]
   rates = [r["learning_rate"] for r in sweep["rates"]]
   assert rates == sorted(set(results["settings"]["sweep_learning_rates"])
-                         | {results["settings"]["learning_rate"]}, reverse=True)
+                         | {results["settings"]["training"]["learning_rate"]}, reverse=True)
   assert sweep["best_stable_learning_rate"] in rates
   for row in sweep["rates"]:  # every rate is judged on every seed
     assert row["seeds"] == len(results["settings"]["seeds"])
@@ -132,17 +143,49 @@ def test_time_to_gap_and_median_worst():
   assert bench.time_to_gap(history, 0.3, 0.05) == (2.0, 20)
   assert bench.time_to_gap(history, 0.3, 0.02) == (3.0, 30)
   assert bench.time_to_gap(history, 0.3, 0.001) == (None, None)
-  assert bench._median_worst([3.0, 1.0, 2.0]) == {"median": 2.0, "worst": 3.0}
-  assert bench._median_worst([1.0, None, 2.0]) == {"median": 2.0, "worst": None}  # None: never
-  assert bench._median_worst([None, None, 1.0]) == {"median": None, "worst": None}
+  assert bench.median_worst([3.0, 1.0, 2.0]) == {"median": 2.0, "worst": 3.0}
+  assert bench.median_worst([1.0, None, 2.0]) == {"median": 2.0, "worst": None}  # None: never
+  assert bench.median_worst([None, None, 1.0]) == {"median": None, "worst": None}
 
 
-def test_bench_help_and_bad_arguments(capsys):
+def test_help_and_bad_arguments(capsys):
   with pytest.raises(SystemExit) as info:
-    cli.main(["bench", "--help"])
+    run.main(["--help"])
   assert info.value.code == 0
   help_text = capsys.readouterr().out
   for flag in ("--out", "--quick", "--seeds", "--steps", "--overwrite"):
     assert flag in help_text
-  assert cli.main(["bench", "--quick", "--seeds", "0", "--out", "unused"]) == 1
+  assert run.main(["--quick", "--seeds", "0", "--out", "unused"]) == 1
   assert "--seeds" in capsys.readouterr().err
+
+
+def test_runs_as_a_module_from_the_repository_root():
+  completed = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--help"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+  assert completed.returncode == 0, completed.stderr
+  assert "--quick" in completed.stdout
+
+
+def test_settings_are_the_package_options_and_survive_json():
+  full = bench.BenchSettings.full()
+  assert full.flow == FLOW_DEFAULTS and full.training == TRAINING_DEFAULTS
+  quick = bench.BenchSettings.quick(seeds=2, steps=12)
+  assert (quick.flow.num_couplings, quick.training.steps, quick.seeds) == (2, 12, [0, 1])
+  assert quick.flow.activation == FLOW_DEFAULTS.activation  # the rest: the package's
+  document = json.loads(json.dumps(quick.to_json()))
+  assert bench.BenchSettings.from_json(document) == quick
+
+
+def test_fit_arguments_carry_the_training_options():
+  settings = bench.BenchSettings.quick()
+  settings = dataclasses.replace(settings, training=dataclasses.replace(
+      settings.training, clip_norm=None, weight_decay=0.01, ema_decay=0.9))
+  kwargs = bench.fit_kwargs(settings, 3e-4, 100)
+  assert kwargs["ema_decay"] == 0.9
+  if "optimizer" in kwargs:  # fit(optimizer=default_optimizer(...))
+    optimizer = kwargs["optimizer"]
+    assert optimizer.global_clipnorm is None and optimizer.clipnorm is None
+    assert float(optimizer.learning_rate(0)) < float(optimizer.learning_rate(100))
+  else:
+    assert (kwargs["learning_rate"], kwargs["clip_norm"], kwargs["weight_decay"]) == (
+        3e-4, None, 0.01)
