@@ -52,18 +52,22 @@ def test_condition_reaches_every_coupling(flow, cond):
 
 
 @pytest.mark.parametrize("sample_shape,c_shape,expected", [
-    (4, [K], [4, 2]),            # n samples under one condition
-    (5, [5, K], [5, 2]),         # one sample per row
-    ((), [5, K], [5, 2]),        # one sample per row
-    ((4, 1), [5, K], [4, 5, 2]),  # 4 samples under each of 5 conditions
+    (4, [K], [4, 2]),                   # n samples under one condition
+    (5, [5, K], [5, 5, 2]),             # n samples under each of m conditions
+    (4, [5, K], [4, 5, 2]),
+    ((), [5, K], [5, 2]),               # one sample per condition
+    ((4, 1), [5, K], [4, 1, 5, 2]),
     ((), [K], [2]),
-    ((2, 3), [1, 3, K], [2, 3, 2]),
+    ((2, 3), [1, 3, K], [2, 3, 1, 3, 2]),
 ])
-def test_sample_shape_convention(flow, sample_shape, c_shape, expected):
+def test_sample_shape_follows_tfp_batch_convention(flow, sample_shape, c_shape, expected):
+  """sample_shape + batch shape of c + event shape, as for any batch of distributions."""
   c = tf.random.stateless_normal(c_shape, seed=(5, 6))
   s = flow.sample(sample_shape, conditional_input=c, seed=(7, 8))
   assert s.shape == expected
   assert np.all(np.isfinite(s))
+  y, lp = flow.experimental_sample_and_log_prob(sample_shape, conditional_input=c, seed=(7, 8))
+  assert y.shape == expected and lp.shape == expected[:-1]
 
 
 def test_broadcast_condition_gives_independent_draws(flow):
@@ -71,17 +75,19 @@ def test_broadcast_condition_gives_independent_draws(flow):
   s = flow.sample((), conditional_input=tf.tile(c[None], [6, 1]), seed=(1, 1)).numpy()
   # the same condition on every row, yet six different samples
   assert len({tuple(np.round(r, 5)) for r in s}) == 6
-  s4 = flow.sample((6, 1), conditional_input=c[None], seed=(1, 1)).numpy()
-  assert len({tuple(np.round(r, 5)) for r in s4[:, 0]}) == 6
+  s6 = flow.sample(6, conditional_input=c[None], seed=(1, 1)).numpy()
+  assert s6.shape == (6, 1, 2)
+  assert len({tuple(np.round(r, 5)) for r in s6[:, 0]}) == 6
 
 
-def test_sample_rows_follow_their_condition(flow, cond):
-  """Row i of sample(n, c[n, k]) is drawn under c[i]: its sample_and_log_prob
-  matches log_prob under c[i] alone."""
-  y, lp = flow.experimental_sample_and_log_prob(5, conditional_input=cond, seed=(2, 3))
+def test_samples_follow_their_condition(flow, cond):
+  """Column j of sample(n, c[m, k]) is drawn under c[j]: its sample_and_log_prob
+  matches log_prob under c[j] alone."""
+  y, lp = flow.experimental_sample_and_log_prob(3, conditional_input=cond, seed=(2, 3))
+  assert y.shape == [3, 5, 2]
   np.testing.assert_allclose(lp, flow.log_prob(y, conditional_input=cond), rtol=1e-4, atol=1e-5)
-  for i in range(5):
-    np.testing.assert_allclose(lp[i], flow.log_prob(y[i], conditional_input=cond[i]),
+  for j in range(5):
+    np.testing.assert_allclose(lp[:, j], flow.log_prob(y[:, j], conditional_input=cond[j]),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -103,8 +109,6 @@ def test_log_prob_shape_convention(flow, cond):
 
 def test_mismatched_shapes_give_clear_errors(flow, cond):
   x = tf.zeros([5, 2])
-  with pytest.raises(ValueError, match=r"sample_shape \[7\] does not broadcast.*\[5\]"):
-    flow.sample(7, conditional_input=cond)
   with pytest.raises(ValueError, match=r"batch shape of x \[2\] does not broadcast"):
     flow.log_prob(x[:2], conditional_input=cond)
   with pytest.raises(ValueError, match=r"conditional_input must have shape \[\.\.\., 3\].*\(5, 4\)"):
@@ -136,13 +140,11 @@ def test_tf_function_dynamic_shapes(flow, cond):
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(log_prob(x[:1], cond), flow.log_prob(x[0], conditional_input=cond),
                              rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(sample(5, cond), flow.sample(5, conditional_input=cond, seed=(1, 2)),
+  np.testing.assert_allclose(sample(4, cond), flow.sample(4, conditional_input=cond, seed=(1, 2)),
                              rtol=1e-5, atol=1e-6)
-  assert sample(3, cond[:1]).shape == [3, 2]
+  assert sample(3, cond[:1]).shape == [3, 1, 2]
   with pytest.raises(tf.errors.InvalidArgumentError, match="does not broadcast"):
     log_prob(x[:2], cond)
-  with pytest.raises(tf.errors.InvalidArgumentError, match="does not broadcast"):
-    sample(4, cond)
 
 
 def test_flow_as_tf_function_argument(flow, cond):
@@ -162,6 +164,148 @@ def test_copy_shares_weights(flow, cond):
   x = tf.zeros([5, 2])
   np.testing.assert_allclose(twin.log_prob(x, conditional_input=cond),
                              flow.log_prob(x, conditional_input=cond))
+
+
+# -- the condition bound: flow.condition(c) --------------------------------------
+
+def _ids(variables):
+  return {id(v) for v in variables}
+
+
+def test_condition_is_a_batched_distribution_sharing_the_weights(flow, cond):
+  dist = flow.condition(cond)
+  assert isinstance(dist, tfd.Distribution)
+  assert dist.batch_shape == [5] and dist.event_shape == [2]
+  assert _ids(dist.trainable_variables) == _ids(flow.trainable_variables)
+  s = dist.sample(4, seed=(1, 2))
+  assert s.shape == [4, 5, 2]
+  np.testing.assert_allclose(s, flow.sample(4, conditional_input=cond, seed=(1, 2)))
+  x = tf.random.stateless_normal([3, 1, 2], seed=(4, 4))
+  np.testing.assert_allclose(dist.log_prob(x), flow.log_prob(x, conditional_input=cond))
+  assert dist.log_prob(x).shape == [3, 5]
+  # slicing slices the condition
+  np.testing.assert_allclose(dist[1:3].log_prob(x), flow.log_prob(x, conditional_input=cond[1:3]))
+  # gradients reach the condition
+  with tf.GradientTape() as tape:
+    tape.watch(cond)
+    total = tf.reduce_sum(flow.condition(cond).log_prob(x))
+  grad = tape.gradient(total, cond)
+  assert grad is not None and np.all(np.isfinite(grad)) and np.any(grad.numpy() != 0)
+  with pytest.raises(ValueError, match="not conditional"):
+    tfp_realnvp.RealNVP(2, num_couplings=1, hidden_units=(4,)).condition(cond)
+
+
+def _likelihood_flow():
+  return _perturb(tfp_realnvp.RealNVP(2, num_couplings=2, hidden_units=(8,),
+                                      conditional_size=1), seed=3)
+
+
+def test_condition_as_a_likelihood_in_joint_distributions():
+  flow = _likelihood_flow()
+  prior = tfd.Normal(0.0, 1.0)
+
+  @tfd.JointDistributionCoroutineAutoBatched
+  def coroutine():
+    theta = yield tfd.Normal(0.0, 1.0, name="theta")
+    yield flow.condition(theta[..., None], name="x")
+
+  named = tfd.JointDistributionNamed(
+      {"theta": prior, "x": lambda theta: flow.condition(theta[..., None])})
+  for joint in (coroutine, named):
+    draws = joint.sample(6, seed=1)
+    theta, x = (draws["theta"], draws["x"]) if joint is named else draws
+    assert theta.shape == [6] and x.shape == [6, 2]
+    expected = prior.log_prob(theta) + flow.log_prob(x, conditional_input=theta[:, None])
+    np.testing.assert_allclose(joint.log_prob(draws), expected, rtol=1e-5, atol=1e-5)
+    assert _ids(flow.trainable_variables) <= _ids(joint.trainable_variables)
+
+
+def test_condition_as_the_output_of_a_keras_distribution_lambda():
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  flow = _likelihood_flow()
+  head = tfp.layers.DistributionLambda(flow.condition)
+  head.flow = flow  # tracked by the layer, so by the model
+  inputs = tf_keras.Input([3])
+  model = tf_keras.Model(inputs, head(tf_keras.layers.Dense(1)(inputs)))
+  assert _ids(flow.trainable_variables) <= _ids(model.trainable_variables)
+  rng = np.random.default_rng(0)
+  h = rng.normal(size=(256, 3)).astype(np.float32)
+  y = (h[:, :2] + 0.1 * rng.normal(size=(256, 2))).astype(np.float32)
+  model.compile(optimizer=tf_keras.optimizers.Adam(1e-2), loss=lambda y, p: -p.log_prob(y))
+  before = [v.numpy() for v in flow.trainable_variables]
+  losses = model.fit(h, y, epochs=5, batch_size=64, verbose=0).history["loss"]
+  assert losses[-1] < losses[0]
+  assert all(np.any(a != b.numpy()) for a, b in zip(before, flow.trainable_variables))
+
+
+def test_condition_as_an_amortized_surrogate_posterior():
+  """One flow, conditioned on the observation, fits each Gaussian posterior."""
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  tf_keras.utils.set_random_seed(0)
+  flow = tfp_realnvp.RealNVP(2, num_couplings=2, hidden_units=(16,), conditional_size=1)
+  observations = tf.constant([[-1.0], [0.0], [1.5]])
+  posterior = tfd.MultivariateNormalDiag(tf.concat([observations, -observations], -1),
+                                         [0.5, 0.8])
+  surrogate = flow.condition(observations)
+  losses = tfp.vi.fit_surrogate_posterior(
+      posterior.log_prob, surrogate, tf_keras.optimizers.Adam(1e-2), num_steps=300,
+      sample_size=64, seed=(1, 1))
+  assert losses.shape == [300, 3]
+  # KL(q || p) per observation, estimated by the final losses, has come down near 0
+  final = surrogate.sample(4000, seed=(2, 2))
+  kl = tf.reduce_mean(surrogate.log_prob(final) - posterior.log_prob(final), 0)
+  assert np.all(kl.numpy() < 0.1), kl
+  assert np.all(losses[0].numpy() > kl.numpy() + 0.3)
+
+
+def test_mixture_over_conditions(flow, cond):
+  mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros(5)), flow.condition(cond))
+  x = tf.random.stateless_normal([7, 2], seed=(8, 8))
+  expected = tf.reduce_logsumexp(flow.log_prob(x[:, None], conditional_input=cond), -1) \
+      - np.log(5.0)
+  np.testing.assert_allclose(mixture.log_prob(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_default_event_space_bijector_of_a_conditional_flow(flow, cond):
+  x = tf.random.stateless_normal([4, 2], seed=(1, 9))
+  for dist in (flow, flow.condition(cond)):
+    bijector = dist.experimental_default_event_space_bijector()
+    np.testing.assert_allclose(bijector.forward(x), x)
+    np.testing.assert_allclose(bijector.inverse_log_det_jacobian(x, event_ndims=1), 0.0)
+
+
+# -- normalized conditions --------------------------------------------------------
+
+def test_adapt_normalizes_the_condition_before_the_networks(tmp_path):
+  rng = np.random.default_rng(4)
+  c = rng.normal([100.0, -5.0, 0.0], [20.0, 0.1, 1.0], size=(500, K))
+  x = rng.normal(size=(500, 2))
+  flow = _perturb(tfp_realnvp.RealNVP(2, num_couplings=2, hidden_units=(8,),
+                                      conditional_size=K))
+  unit_c = (c - c.mean(0)) / c.std(0)
+  u = (x[:8] - x.mean(0)) / x.std(0)
+  before = flow.log_prob(u, conditional_input=unit_c[:8]).numpy()
+  flow.adapt(x, conditional_input=c)
+  np.testing.assert_allclose(flow.bijector.condition_loc.numpy(), c.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(flow.bijector.condition_scale.numpy(), c.std(0), rtol=1e-5)
+  assert not any(v.trainable for v in (flow.bijector.condition_loc, flow.bijector.condition_scale))
+  # the networks see (c - mean) / std: the flow gives raw data and conditions what it gave
+  # standardized ones before
+  after = flow.log_prob(x[:8], conditional_input=c[:8]).numpy()
+  np.testing.assert_allclose(after, before - np.sum(np.log(x.std(0))), rtol=1e-4, atol=1e-4)
+  # the bijector applies the same normalization
+  z = tf.random.stateless_normal([8, 2], seed=(2, 2))
+  np.testing.assert_allclose(
+      flow.bijector.forward(z, conditional_input=c[:8]),
+      flow.bijector.bijectors[0].forward(flow.bijector.bijectors[1].forward(
+          flow.flow_bijector.forward(z, **flow.bijector.coupling_kwargs(unit_c[:8])))),
+      rtol=1e-4, atol=1e-4)
+  # checkpointed with the weights
+  tf.train.Checkpoint(flow=flow).write(str(tmp_path / "ckpt"))
+  fresh = tfp_realnvp.RealNVP(2, num_couplings=2, hidden_units=(8,), conditional_size=K)
+  tf.train.Checkpoint(flow=fresh).read(str(tmp_path / "ckpt")).assert_consumed()
+  np.testing.assert_allclose(fresh.log_prob(x[:8], conditional_input=c[:8]),
+                             flow.log_prob(x[:8], conditional_input=c[:8]), rtol=1e-5)
 
 
 # -- class-conditional two moons (examples/conditional_moons.py) ---------------
