@@ -1,24 +1,46 @@
-"""File safety in one place: atomic writes of text and JSON files.
+"""File safety in one place: atomic writes, folders written whole, run folders, locks.
 
-A reader (or a process killed mid-write) sees either the old file or the new
-one, whole: the text goes to a temporary file in the same folder, is flushed
-to disk, then renamed over the destination.
+A reader (or a process killed at any instant) sees either the old content or
+the new one, whole: everything is written under a temporary name in the same
+folder (``.NAME.tmp-XXXX``), flushed, then renamed over the destination.  A
+process killed mid-write leaves at most such a temporary entry, which
+:func:`remove_temporaries` deletes.  :func:`lock` keeps two processes from
+writing the same folder.
+
+#### Example
+
+```python
+with files.lock("runs/moons"):
+  files.atomic_write_json("runs/moons.json", {"gap": 0.0065})
+  files.write_folder("runs/model", lambda tmp: save_into(tmp))
+```
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
+import re
+import shutil
 import tempfile
 
-__all__ = ["atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_text", "atomic_write_json", "write_folder", "remove_temporaries",
+           "replace_folder", "lock", "FolderInUse"]
+
+_TEMPORARY = re.compile(r"^\..+\.(tmp|old)-[A-Za-z0-9_]+$")
+
+
+class FolderInUse(RuntimeError):
+  """Another process holds the :func:`lock` of a folder."""
 
 
 def atomic_write_text(path, text: str) -> None:
   """Writes ``text`` to ``path`` so that a reader sees the old or the new file, whole."""
   path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text)
@@ -34,3 +56,102 @@ def atomic_write_json(path, payload, *, indent: int | None = 2, allow_nan: bool 
   """:func:`atomic_write_text` of ``payload`` as JSON (sorted keys, newline at the end)."""
   atomic_write_text(path, json.dumps(payload, indent=indent, sort_keys=True,
                                      allow_nan=allow_nan) + "\n")
+
+
+def write_folder(path, write_into) -> str:
+  """Creates (or replaces) the folder ``path`` whole.
+
+  Calls ``write_into(tmp)`` on a fresh temporary folder beside ``path`` and
+  renames it into place when it returns; an existing ``path`` is moved aside
+  first and deleted last.  On an exception nothing is left behind; after a
+  kill, at most a ``.NAME.tmp-*`` / ``.NAME.old-*`` entry (see
+  :func:`remove_temporaries`; a killed replacement can leave ``path`` missing
+  with the old folder in ``.NAME.old-*``).  Returns ``path`` as a string.
+  """
+  path = os.fspath(path)
+  parent, base = os.path.split(path)
+  tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent or ".")
+  try:
+    write_into(tmp)
+    replace_folder(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def replace_folder(source, path) -> None:
+  """Renames the folder ``source`` to ``path``, replacing (then deleting) an existing ``path``."""
+  source, path = os.fspath(source), os.fspath(path)
+  if not os.path.lexists(path):
+    os.rename(source, path)
+    return
+  parent, base = os.path.split(path)
+  old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent or ".")
+  os.rmdir(old)
+  os.rename(path, old)
+  try:
+    os.rename(source, path)
+  except BaseException:
+    os.rename(old, path)
+    raise
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_temporaries(folder) -> list[str]:
+  """Deletes what writers of this module killed mid-way left in ``folder``.
+
+  Only entries named like our temporaries (``.NAME.tmp-*``, ``.NAME.old-*``)
+  are removed; call it only while no other process writes ``folder`` (hold
+  its :func:`lock`).  Returns the names removed.
+  """
+  removed = []
+  for entry in sorted(os.listdir(folder)):
+    if _TEMPORARY.match(entry):
+      full = os.path.join(folder, entry)
+      if os.path.isdir(full) and not os.path.islink(full):
+        shutil.rmtree(full)
+      else:
+        os.unlink(full)
+      removed.append(entry)
+  return removed
+
+
+@contextlib.contextmanager
+def lock(path):
+  """Holds an exclusive lock on ``path`` (a folder that need not exist) for a ``with``.
+
+  The lock is ``fcntl.flock`` on a file ``.NAME.lock`` beside ``path``, removed
+  on release; the system releases the lock when the process ends, however it
+  ends.
+
+  Raises:
+    FolderInUse: another process holds it.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  lock_path = path.parent / f".{path.name}.lock"
+  while True:
+    f = open(lock_path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      owner = f.read().strip() or "unknown"
+      f.close()
+      raise FolderInUse(f"{path} is in use by another process (pid {owner}); wait for it to "
+                        "finish or stop it first") from None
+    try:  # the file we locked may have been removed by its previous holder
+      if os.stat(lock_path).st_ino == os.fstat(f.fileno()).st_ino:
+        break
+    except FileNotFoundError:
+      pass
+    f.close()
+  with f:
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    try:
+      yield path
+    finally:
+      lock_path.unlink(missing_ok=True)

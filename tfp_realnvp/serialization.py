@@ -12,6 +12,12 @@
 checkpoint into it.  Nothing is unpickled or executed: the JSON is data, and
 the checkpoint holds only tensors.  Because the rebuild goes through
 ``config``, constructor arguments added later round-trip without changes here.
+A folder from an untrusted source is checked before anything is built: every
+file read is inside the folder (no ``..``, absolute prefix or symlink leading
+out) and matches its recorded SHA-256, and the config must describe a flow no
+larger than the checkpoint's variables (:func:`minimum_parameter_count`), so
+a damaged or hostile folder gives a ``ValueError`` naming the problem instead
+of reading other files or allocating memory.
 
 :func:`export` writes a TensorFlow SavedModel with ``log_prob`` and ``sample``
 functions (and serving signatures) that ``tf.saved_model.load`` serves with
@@ -30,25 +36,27 @@ tfp_realnvp.export(flow, "moons_savedmodel")
 
 # elsewhere, with TensorFlow only:
 served = tf.saved_model.load("moons_savedmodel")
-served.log_prob(x)                 # x: float32 [n, 2]
-served.sample(100, [1, 2])         # n, stateless seed int32[2]
+served.log_prob(x)                 # x: float32 [n, 2] or [2]
+served.sample(100, [1, 2])         # n, stateless seed int32[2] (or an int)
+served.inverse(x)                  # data -> latent; served.forward: latent -> data
 ```
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from tfp_realnvp import files
 from tfp_realnvp.distribution import RealNVP
+from tfp_realnvp.options import FlowOptions
 
-__all__ = ["save", "load", "export", "FORMAT_VERSION"]
+__all__ = ["save", "load", "export", "FORMAT_VERSION", "minimum_parameter_count"]
 
 #: Version of the folder layout written by :func:`save` and :func:`export`.
 #: :func:`load` reads every version up to this one.
@@ -100,8 +108,9 @@ def _read_meta(path: str) -> dict | None:
   try:
     with open(meta_path, encoding="utf-8") as f:
       meta = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{meta_path} is not a readable JSON file ({e})") from None
+  except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+    raise ValueError(f"{meta_path} is not a readable JSON file, it is damaged "
+                     f"({type(e).__name__}: {str(e)[:200]})") from None
   if not isinstance(meta, dict):
     raise ValueError(f"{meta_path} does not hold a JSON object; it was not written by tfp_realnvp")
   return meta
@@ -128,30 +137,6 @@ def _prepare_target(path, overwrite: bool) -> str:
             f"tfp_realnvp.save or tfp_realnvp.export (it has no {_META_FILE} of ours)")
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
-  return path
-
-
-def _write_atomically(path: str, write_into) -> str:
-  """Calls ``write_into(tmp)`` on a temp folder beside ``path``, then renames it."""
-  parent, base = os.path.split(path)
-  tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-  try:
-    write_into(tmp)
-    if os.path.lexists(path):
-      old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-      os.rmdir(old)
-      os.rename(path, old)
-      try:
-        os.rename(tmp, path)
-      except BaseException:
-        os.rename(old, path)
-        raise
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return path
 
 
@@ -201,25 +186,22 @@ def save(flow: RealNVP, path, *, overwrite: bool = False, verify: bool = True) -
   def write_into(folder):
     prefix = os.path.join(folder, _CHECKPOINT_PREFIX)
     tf.train.Checkpoint(flow=flow).write(prefix)
-    files = {}
-    for name in sorted(os.listdir(folder)):
-      full = os.path.join(folder, name)
-      files[name] = {"bytes": os.path.getsize(full), "sha256": _sha256(full)}
+    written = {name: {"bytes": os.path.getsize(os.path.join(folder, name)),
+                      "sha256": _sha256(os.path.join(folder, name))}
+               for name in sorted(os.listdir(folder))}
     from tfp_realnvp import __version__  # pylint: disable=import-outside-toplevel
     meta = {
         "format": _SAVE_FORMAT,
         "format_version": FORMAT_VERSION,
         "class": type(flow).__name__,
         "config": config,
-        "checkpoint": {"prefix": _CHECKPOINT_PREFIX, "files": files},
+        "checkpoint": {"prefix": _CHECKPOINT_PREFIX, "files": written},
         "variables": [{"name": v.name, "shape": v.shape.as_list(), "dtype": v.dtype.name}
                       for v in flow.variables],
         "tfp_realnvp_version": __version__,
         "tensorflow_version": tf.__version__,
     }
-    with open(os.path.join(folder, _META_FILE), "w", encoding="utf-8") as f:
-      json.dump(meta, f, indent=2, allow_nan=False)
-      f.write("\n")
+    files.atomic_write_json(os.path.join(folder, _META_FILE), meta)
     if verify:
       try:
         loaded = load(folder)
@@ -229,7 +211,7 @@ def save(flow: RealNVP, path, *, overwrite: bool = False, verify: bool = True) -
             f"with a custom bijector= are not supported): loading it back failed: {e}") from None
       _verify_round_trip(flow, loaded)
 
-  return _write_atomically(path, write_into)
+  return files.write_folder(path, write_into)
 
 
 def _verify_round_trip(flow: RealNVP, loaded: RealNVP) -> None:
@@ -291,19 +273,67 @@ def load(path) -> RealNVP:
   if meta.get("class") != _CLASS_NAME:
     raise ValueError(f"{path} holds a {meta.get('class')!r}, which tfp_realnvp.load cannot "
                      "rebuild (it loads RealNVP flows)")
-  config = meta.get("config")
-  checkpoint = meta.get("checkpoint")
-  if not isinstance(config, dict) or not isinstance(checkpoint, dict) \
-      or not isinstance(checkpoint.get("files"), dict) \
-      or not isinstance(checkpoint.get("prefix"), str):
+  config, checkpoint = meta.get("config"), meta.get("checkpoint")
+  if not isinstance(config, dict) or not isinstance(checkpoint, dict):
     raise ValueError(f"{path}/{_META_FILE} lacks its config or checkpoint entries; "
                      "the file is damaged")
+  prefix = _checked_checkpoint(path, checkpoint)
+  options, event_size = _checked_config(path, config)
+  try:
+    stored = tf.train.list_variables(prefix)
+  except (tf.errors.OpError, ValueError) as e:
+    raise ValueError(f"the checkpoint in {path} is damaged ({type(e).__name__})") from None
+  stored_size = sum(int(np.prod(shape)) for _, shape in stored)
+  needed = minimum_parameter_count(event_size, options)
+  if needed > stored_size:
+    raise ValueError(
+        f"{path}/{_META_FILE} is damaged: its config describes a flow of at least {needed:,} "
+        f"parameters but the checkpoint holds {stored_size:,} values")
+  try:
+    flow = RealNVP(**config)
+  except TypeError as e:
+    if "unexpected" not in str(e):
+      raise ValueError(f"{path} has an invalid config, the file is damaged: {e}") from None
+    raise ValueError(
+        f"{path} has a config that this version of RealNVP does not accept ({e}). It was "
+        f"saved by tfp_realnvp {meta.get('tfp_realnvp_version', '(unknown version)')}; "
+        "upgrade tfp_realnvp to load it.") from None
+  except ValueError as e:
+    raise ValueError(f"{path} has an invalid config, the file is damaged: {e}") from None
+  try:
+    status = tf.train.Checkpoint(flow=flow).read(prefix)
+    status.assert_consumed()
+  except (tf.errors.OpError, AssertionError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(
+        f"the checkpoint in {path} cannot be restored into the flow its config describes "
+        f"({type(e).__name__}: {first})") from e
+  return flow
 
-  # The checkpoint files, checked against the sizes and hashes save recorded.
-  for name, info in checkpoint["files"].items():
-    if os.path.basename(name) != name or not isinstance(info, dict):
-      raise ValueError(f"{path}/{_META_FILE} lists a bad checkpoint file entry {name!r}")
+
+def _checked_checkpoint(path: str, checkpoint: dict) -> str:
+  """Checks the recorded checkpoint files (inside ``path``, hashes); returns the prefix path."""
+  prefix, listed = checkpoint.get("prefix"), checkpoint.get("files")
+  if not isinstance(prefix, str) or prefix in ("", ".", "..") or os.path.basename(prefix) != prefix \
+      or (os.altsep and os.altsep in prefix):
+    raise ValueError(f"{path}/{_META_FILE} is damaged: the checkpoint prefix {prefix!r} is "
+                     "not a file name inside the folder")
+  if not isinstance(listed, dict) or f"{prefix}.index" not in listed \
+      or not any(name.startswith(f"{prefix}.data-") for name in listed):
+    raise ValueError(f"{path}/{_META_FILE} is damaged: it does not list the checkpoint's "
+                     f"{prefix}.index and {prefix}.data-* files")
+  unlisted = [n for n in os.listdir(path) if n.startswith(f"{prefix}.") and n not in listed]
+  if unlisted:
+    raise ValueError(f"{path} holds checkpoint files that {_META_FILE} does not list: {unlisted}")
+  root = os.path.realpath(path)
+  for name, info in listed.items():
     full = os.path.join(path, name)
+    if not isinstance(name, str) or os.path.basename(name) != name or name in (".", "..") \
+        or not name.startswith(f"{prefix}.") or not isinstance(info, dict):
+      raise ValueError(f"{path}/{_META_FILE} lists a bad checkpoint file entry {name!r}")
+    if os.path.dirname(os.path.realpath(full)) != root:
+      raise ValueError(f"checkpoint file {full} is a link to a file outside the folder; "
+                       "refusing to read it")
     if not os.path.isfile(full):
       raise FileNotFoundError(f"checkpoint file {full} is missing; the save is incomplete")
     size = os.path.getsize(full)
@@ -314,29 +344,50 @@ def load(path) -> RealNVP:
     if _sha256(full) != info.get("sha256"):
       raise ValueError(f"checkpoint file {full} does not match the SHA-256 recorded when it "
                        "was saved: it is corrupted or was modified")
+  return os.path.join(path, prefix)
 
+
+def _checked_config(path: str, config: dict):
+  """The config's FlowOptions and event size, checked without building anything."""
   if "bijector" in config:
     raise ValueError(f"{path}/{_META_FILE}: config may not contain 'bijector'")
+  event_size = config.get("event_size")
+  names = {f.name for f in dataclasses.fields(FlowOptions)}
   try:
-    flow = RealNVP(**config)
-  except TypeError as e:
-    raise ValueError(
-        f"{path} has a config that this version of RealNVP does not accept ({e}). It was "
-        f"saved by tfp_realnvp {meta.get('tfp_realnvp_version', '(unknown version)')}; "
-        "upgrade tfp_realnvp to load it.") from None
-  except ValueError as e:
-    raise ValueError(f"{path} has an invalid config: {e}") from None
+    if not isinstance(event_size, int) or isinstance(event_size, bool) or event_size < 1:
+      raise ValueError(f"event_size must be a positive integer, got {event_size!r}")
+    options = FlowOptions(**{k: v for k, v in config.items() if k in names})
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path} has an invalid config, the file is damaged: {e}") from None
+  return options, event_size
 
-  prefix = os.path.join(path, checkpoint["prefix"])
-  try:
-    status = tf.train.Checkpoint(flow=flow).read(prefix)
-    status.assert_consumed()
-  except (tf.errors.OpError, AssertionError, ValueError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ValueError(
-        f"the checkpoint in {path} cannot be restored into the flow its config describes "
-        f"({type(e).__name__}: {first})") from e
-  return flow
+
+def minimum_parameter_count(event_size: int, options: FlowOptions) -> int:
+  """A lower bound on the parameters of ``RealNVP(event_size, **options)``, without building it.
+
+  Each coupling keeps ``h = event_size // 2`` coordinates; its network maps at
+  least ``h + conditional_size`` inputs through ``hidden_units`` ``(u_1..u_L)``
+  to at least ``h`` outputs, and a learned (``"lu"``) permutation between
+  couplings holds an ``event_size x event_size`` factor:
+
+  ```none
+  count >= C [(h + k) u_1 + sum_i u_i u_(i+1) + u_L h + sum_i u_i] + [lu] (C - 1) d^2
+  ```
+
+  :func:`load` refuses a config whose bound exceeds what its checkpoint
+  holds, and the main job refuses absurd sizes, before any memory is taken.
+
+  #### Example
+
+  ```python
+  minimum_parameter_count(2, FlowOptions(num_couplings=1, hidden_units=(8,)))  # 24
+  ```
+  """
+  half = event_size // 2
+  widths = (half + options.conditional_size, *options.hidden_units, half)
+  per_coupling = sum(a * b for a, b in zip(widths, widths[1:])) + sum(options.hidden_units)
+  lu = (options.num_couplings - 1) * event_size**2 if options.permutation == "lu" else 0
+  return options.num_couplings * per_coupling + lu
 
 
 # -- export ---------------------------------------------------------------------
@@ -353,47 +404,50 @@ class _Served(tf.Module):
     self.conditional_size = tf.Variable(k, trainable=False, dtype=tf.int32,
                                         name="conditional_size")
     self.metadata = tf.Variable(meta_json, trainable=False, dtype=tf.string, name="metadata")
-    x_spec = tf.TensorSpec([None, d], dtype, name="x")
-    n_spec = tf.TensorSpec([], tf.int32, name="n")
-    seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
-    if k:
-      c_spec = tf.TensorSpec([None, k], dtype, name="conditional_input")
+    cond = [tf.TensorSpec(None, dtype, name="conditional_input")] if k else []
 
-      @tf.function(input_signature=[x_spec, c_spec])
-      def log_prob(x, conditional_input):
-        return flow.log_prob(x, conditional_input=conditional_input)
+    def rows(x, size, what):  # [..., size] -> [n, size], with a clear error for a wrong size
+      tf.debugging.assert_rank_at_least(x, 1, message=f"{what} needs a last dimension of {size}")
+      tf.debugging.assert_equal(tf.shape(x)[-1], size, message=(
+          f"{what} must have last dimension {size} (this flow's "
+          f"{'conditional_size' if what == 'conditional_input' else 'event_size'})"))
+      return tf.reshape(x, [-1, size])
 
-      @tf.function(input_signature=[n_spec, c_spec, seed_spec])
-      def sample(n, conditional_input, seed):
-        return flow.sample(n, conditional_input=conditional_input, seed=seed)
+    def kwargs(c):
+      return {"conditional_input": rows(c[0], k, "conditional_input")} if c else {}
 
-      @tf.function(input_signature=[x_spec, c_spec])
-      def log_prob_signature(x, conditional_input):
-        return {"log_prob": log_prob(x, conditional_input)}
+    def per_event(method):  # f(x [..., d], c) -> method(x) with the batch shape of x
+      def fn(x, *c):
+        out = method(rows(x, d, "x"), **kwargs(c))
+        return tf.reshape(out, tf.concat([tf.shape(x)[:-1], tf.shape(out)[1:]], 0))
+      return fn
 
-      @tf.function(input_signature=[n_spec, c_spec, seed_spec])
-      def sample_signature(n, conditional_input, seed):
-        return {"samples": sample(n, conditional_input, seed)}
-    else:
-      @tf.function(input_signature=[x_spec])
-      def log_prob(x):
-        return flow.log_prob(x)
+    def sample(n, *c_and_seed):
+      *c, seed = c_and_seed
+      seed = tf.reshape(seed, [-1])
+      tf.debugging.assert_less_equal(tf.size(seed), 2, message="seed: an int or an int pair")
+      seed = tf.concat([tf.zeros([2 - tf.size(seed)], tf.int32), seed], 0)
+      return flow.sample(n, seed=seed, **({"conditional_input": c[0]} if c else {}))
 
-      @tf.function(input_signature=[n_spec, seed_spec])
-      def sample(n, seed):
-        return flow.sample(n, seed=seed)
+    x_spec = tf.TensorSpec(None, dtype, name="x")
+    sample_specs = [tf.TensorSpec([], tf.int32, name="n"), *cond,
+                    tf.TensorSpec(None, tf.int32, name="seed")]
+    methods = {"log_prob": (per_event(flow.log_prob), [x_spec, *cond], "log_prob"),
+               "inverse": (per_event(flow.bijector.inverse), [x_spec, *cond], "latent"),
+               "forward": (per_event(flow.bijector.forward),
+                           [tf.TensorSpec(None, dtype, name="z"), *cond], "x"),
+               "sample": (sample, sample_specs, "samples")}
+    self.signature_functions = {}
+    for name, (fn, specs, key) in methods.items():  # SavedModel needs fixed arities
+      function = tf.function(_FIXED_ARITY[len(specs)](fn), input_signature=specs)
+      setattr(self, name, function)
+      self.signature_functions[name] = tf.function(
+          _FIXED_ARITY[len(specs)](lambda *args, f=function, key=key: {key: f(*args)}),
+          input_signature=specs)
 
-      @tf.function(input_signature=[x_spec])
-      def log_prob_signature(x):
-        return {"log_prob": log_prob(x)}
 
-      @tf.function(input_signature=[n_spec, seed_spec])
-      def sample_signature(n, seed):
-        return {"samples": sample(n, seed)}
-
-    self.log_prob = log_prob
-    self.sample = sample
-    self.signature_functions = {"log_prob": log_prob_signature, "sample": sample_signature}
+_FIXED_ARITY = {1: lambda f: lambda a: f(a), 2: lambda f: lambda a, b: f(a, b),
+                3: lambda f: lambda a, b, c: f(a, b, c)}
 
 
 def export(flow: RealNVP, path, *, overwrite: bool = False) -> str:
@@ -402,17 +456,22 @@ def export(flow: RealNVP, path, *, overwrite: bool = False) -> str:
   ``tf.saved_model.load(path)`` then gives an object, usable with TensorFlow
   alone (no tfp_realnvp, TFP or tf_keras), with
 
-  * ``log_prob(x)``: ``x`` of shape ``[n, event_size]`` -> ``[n]``;
+  * ``log_prob(x)``: ``x`` of shape ``[..., event_size]`` (a single event
+    ``[event_size]`` or a batch ``[n, event_size]``) -> ``[...]``; another
+    last dimension raises ``InvalidArgumentError`` naming ``event_size``;
+  * ``inverse(x)`` (data -> latent) and ``forward(z)`` (latent -> data), the
+    flow's bijector, same shapes in and out;
   * ``sample(n, seed)``: ``n`` an int32 scalar, ``seed`` an int32 pair (a
-    stateless seed: the same seed gives ``flow.sample(n, seed=seed)``) ->
-    ``[n, event_size]``;
-  * for a conditional flow, ``log_prob(x, conditional_input)`` and
-    ``sample(n, conditional_input, seed)`` with ``conditional_input`` of shape
-    ``[m, conditional_size]`` (``m`` = n, one row per point/sample, or 1);
+    stateless seed: the same seed gives ``flow.sample(n, seed=seed)``) or one
+    int ``s`` (meaning the pair ``(0, s)``) -> ``[n, event_size]``;
+  * for a conditional flow, each also takes ``conditional_input`` (after
+    ``x``/``z``/``n``) of shape ``[conditional_size]`` or ``[m,
+    conditional_size]`` (``m`` = n, one row per point, or 1);
   * ``event_size``, ``conditional_size`` (int32 variables) and ``metadata``
     (a JSON string with the format version and the flow's config);
-  * serving signatures ``"log_prob"`` (output key ``"log_prob"``) and
-    ``"sample"`` (output key ``"samples"``) in ``.signatures``.
+  * serving signatures ``"log_prob"``, ``"inverse"``, ``"forward"``,
+    ``"sample"`` in ``.signatures`` (output keys ``"log_prob"``,
+    ``"latent"``, ``"x"``, ``"samples"``).
 
   Written atomically, with the same ``overwrite`` rules as :func:`save`.
   Returns the absolute path of the folder.
@@ -431,7 +490,6 @@ def export(flow: RealNVP, path, *, overwrite: bool = False) -> str:
     signatures = {name: fn.get_concrete_function()
                   for name, fn in module.signature_functions.items()}
     tf.saved_model.save(module, folder, signatures=signatures)
-    with open(os.path.join(folder, _META_FILE), "w", encoding="utf-8") as f:
-      f.write(meta_json + "\n")
+    files.atomic_write_text(os.path.join(folder, _META_FILE), meta_json + "\n")
 
-  return _write_atomically(path, write_into)
+  return files.write_folder(path, write_into)
