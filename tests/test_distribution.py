@@ -1,10 +1,19 @@
+import copy
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tfp_realnvp import RealNVP
+from tfp_realnvp import RealNVP, datasets, real_nvp_bijector
 from helpers import randomize_outputs
 
 tfd = tfp.distributions
@@ -161,3 +170,240 @@ def test_bad_constructor_arguments():
     RealNVP(2, dtype=tf.int32)
   with pytest.raises(ValueError, match="event_size"):
     RealNVP(1)
+
+
+# -- no stale results: TFP's bijector cache --------------------------------------
+
+def _shift_weights(flow, by=0.2):
+  for v in flow.trainable_variables:
+    v.assign_add(tf.fill(v.shape, tf.constant(by, v.dtype)))
+
+
+def test_log_prob_of_earlier_samples_follows_changed_weights():
+  flow = _flow(2)
+  s = flow.sample(500, seed=(1, 2))
+  stale = flow.log_prob(s).numpy()
+  _shift_weights(flow)
+  fresh = flow.log_prob(tf.identity(s)).numpy()  # a new tensor: no cache entry
+  assert np.max(np.abs(fresh - stale)) > 0.1
+  np.testing.assert_allclose(flow.log_prob(s).numpy(), fresh, rtol=1e-5, atol=1e-5)
+  # adapt changes the normalization and leaves no stale bijector entry either
+  x = flow.bijector.forward(tf.random.stateless_normal([50, 2], seed=(3, 3)))
+  flow.adapt(np.random.default_rng(0).normal(5.0, 2.0, size=(100, 2)))
+  np.testing.assert_allclose(flow.bijector.inverse(x), flow.bijector.inverse(tf.identity(x)),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_clear_cache_drops_bijector_results():
+  flow = _flow(2)
+  z = tf.random.stateless_normal([20, 2], seed=(4, 4))
+  x = flow.bijector.forward(z)
+  _shift_weights(flow)
+  assert np.allclose(flow.bijector.inverse(x), z)  # TFP's cache: the old inverse
+  flow.clear_cache()
+  assert not np.allclose(flow.bijector.inverse(x), z, atol=1e-3)
+
+
+def test_eager_gradient_tape_loop_on_a_fixed_tensor():
+  flow = _flow(2)
+  x = tf.constant(np.random.default_rng(5).normal(size=(64, 2)), tf.float32)
+  optimizer = tf.keras.optimizers.SGD(0.05)
+  for _ in range(3):
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_mean(flow.log_prob(x))
+    grads = tape.gradient(loss, flow.trainable_variables)
+    assert all(g is not None for g in grads)
+    np.testing.assert_allclose(loss, -tf.reduce_mean(flow.log_prob(tf.identity(x))), rtol=1e-5)
+    optimizer.apply_gradients(zip(grads, flow.trainable_variables))
+
+
+# -- forgetting to normalize ----------------------------------------------------------
+
+def test_from_data_adapts():
+  rng = np.random.default_rng(6)
+  x = rng.normal([1000.0, -3.0], [100.0, 0.01], size=(300, 2))
+  flow = RealNVP.from_data(x, num_couplings=2, hidden_units=(8,))
+  assert flow.is_adapted and flow.num_couplings == 2
+  np.testing.assert_allclose(flow.loc.numpy(), x.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(flow.scale.numpy(), x.std(0), rtol=1e-5)
+  c = rng.normal(size=(300, 4))
+  conditional = RealNVP.from_data(x, c, num_couplings=2, hidden_units=(8,))
+  assert conditional.conditional_size == 4
+  np.testing.assert_allclose(conditional.bijector.condition_loc.numpy(), c.mean(0), rtol=1e-5)
+
+
+def test_unadapted_flow_warns_once_on_data_far_from_standardized():
+  x = np.random.default_rng(7).normal(size=(200, 2)).astype(np.float32)
+  flow = _flow(2)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    flow.log_prob(x)                       # standardized: no warning
+    far = _flow(2)
+    far.log_prob(x * 100 + 1000)
+    far.log_prob(x * 100 + 1000)
+    RealNVP.from_data(x * 100 + 1000, num_couplings=2, hidden_units=(8,)).log_prob(
+        x * 100 + 1000)
+  messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+  assert len(messages) == 1, messages
+  assert "not adapted" in messages[0] and "from_data" in messages[0]
+
+
+def test_custom_training_loop_example_runs_as_a_script():
+  script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "custom_training_loop.py"
+  result = subprocess.run(
+      [sys.executable, str(script), "--steps", "60", "--num-couplings", "2",
+       "--hidden-units", "16"], capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  with_line = next(l for l in result.stdout.splitlines() if "with normalization" in l)
+  without_line = next(l for l in result.stdout.splitlines() if "without normalization" in l)
+  with_start, with_end = (float(t) for t in re.findall(r"(-?[\d.]+) (?:at|after)", with_line))
+  without_end = float(re.findall(r"(-?[\d.]+) after", without_line)[0])
+  assert with_end < with_start and with_end < 12.0, with_line   # moons NLL + 2 log(100)
+  assert without_end > with_end + 50.0, without_line
+  assert "warned" in result.stdout
+
+
+# -- copies ---------------------------------------------------------------------------
+
+def test_copy_refuses_overrides_it_cannot_honour():
+  flow = _flow(2)
+  for override in ({"num_couplings": 2}, {"conditional_size": 3}, {"dtype": tf.float64},
+                   {"loc": [1.0, 2.0]}, {"hidden_units": (4,)}):
+    with pytest.raises(ValueError, match=r"shares this flow's weights.*RealNVP\(\*\*dict"):
+      flow.copy(**override)
+  named = flow.copy(name="twin")
+  assert named.name == "twin" and named.num_couplings == 4
+  assert {id(v) for v in named.variables} == {id(v) for v in flow.variables}
+
+
+def test_deepcopy_gives_independent_weights_with_the_same_values():
+  flow = _flow(3, actnorm=True, permutation="random", conditional_size=2)
+  flow.adapt(np.random.default_rng(8).normal(3.0, 2.0, size=(100, 3)),
+             np.random.default_rng(9).normal(size=(100, 2)))
+  twin = copy.deepcopy(flow)
+  assert twin.config == flow.config and twin.is_adapted
+  assert not {id(v) for v in twin.variables} & {id(v) for v in flow.variables}
+  x = tf.random.stateless_normal([6, 3], seed=(1, 1))
+  c = tf.random.stateless_normal([6, 2], seed=(2, 1))
+  np.testing.assert_allclose(twin.log_prob(x, conditional_input=c),
+                             flow.log_prob(x, conditional_input=c), rtol=1e-6)
+  _shift_weights(twin)
+  assert not np.allclose(twin.log_prob(x, conditional_input=c),
+                         flow.log_prob(x, conditional_input=c))
+
+
+# -- no closed forms ------------------------------------------------------------------
+
+@pytest.mark.parametrize("coupling", ["affine", "additive", "spline"])
+def test_moments_are_refused_with_the_monte_carlo_estimate(coupling):
+  flow = _flow(2, coupling=coupling)
+  for method, hint in [("mean", "tf.reduce_mean(flow.sample"), ("mode", "flow.log_prob"),
+                       ("stddev", "reduce_std"), ("variance", "reduce_variance"),
+                       ("covariance", "tfp.stats.covariance"),
+                       ("entropy", "-tf.reduce_mean(flow.log_prob(flow.sample")]:
+    with pytest.raises(NotImplementedError, match="no closed-form.*Monte Carlo") as info:
+      getattr(flow, method)()
+    assert hint in str(info.value)
+
+
+def test_mixture_of_flows_uses_tfd_mixture():
+  """The documented route for a mixture of (unbatched) flows."""
+  a, b = _flow(2), _flow(2, hidden_units=(8,))
+  mixture = tfd.Mixture(tfd.Categorical(logits=[0.0, 0.0]), [a, b])
+  x = tf.random.stateless_normal([5, 2], seed=(3, 1))
+  expected = np.logaddexp(a.log_prob(x), b.log_prob(x)) - np.log(2.0)
+  np.testing.assert_allclose(mixture.log_prob(x), expected, rtol=1e-5)
+
+
+# -- clear errors -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("validate_args", [False, True])
+def test_wrong_event_size_raises_naming_the_size(validate_args):
+  flow = _flow(2, validate_args=validate_args)
+  x = np.random.default_rng(1).normal(size=(4, 2)).astype(np.float32)
+  for bad in (x[:, :1], x[0, :1], np.float32(0.3), x[:, :, None], np.zeros([4, 3], np.float32)):
+    for method in (flow.log_prob, flow.prob):
+      with pytest.raises(ValueError, match=r"expected events of size 2"):
+        method(bad)
+
+
+def test_wrong_event_size_in_a_tf_function_with_unknown_shape():
+  flow = _flow(2)
+  log_prob = tf.function(flow.log_prob,
+                         input_signature=[tf.TensorSpec([None, None], tf.float32)])
+  np.testing.assert_allclose(log_prob(tf.ones([3, 2])), flow.log_prob(tf.ones([3, 2])),
+                             rtol=1e-6)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,2\]"):
+    log_prob(tf.zeros([3, 1]))
+
+
+def test_complex_input_and_negative_sample_shape_raise():
+  flow = _flow(2)
+  with pytest.raises(TypeError, match="complex"):
+    flow.log_prob(np.array([[1 + 2j, 1.0]], np.complex64))
+  with pytest.raises(TypeError, match="complex"):
+    flow.log_prob(tf.constant([[1 + 2j, 1.0]], tf.complex64))
+  with pytest.raises(ValueError, match="sample_shape must be non-negative.*-1"):
+    flow.sample(-1)
+  with pytest.raises(ValueError, match="sample_shape must be non-negative"):
+    flow.experimental_sample_and_log_prob([2, -3])
+
+
+# -- numerical extremes (moved from test_reliability) ---------------------------------
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_log_prob_far_from_the_data_is_never_nan(dtype):
+  flow = RealNVP(2, num_couplings=6, hidden_units=(32, 32), dtype=dtype)
+  flow.adapt(datasets.moons(2000))
+  randomize_outputs(flow, scale=1.0)
+  rng = np.random.default_rng(0)
+  magnitudes = 10.0 ** rng.uniform(-3, 4, size=(4000, 1))
+  directions = rng.normal(size=(4000, 2))
+  x = directions / np.linalg.norm(directions, axis=1, keepdims=True) * magnitudes
+  x = np.concatenate([x, [[1e4, 1e4], [-1e4, 1e4], [1e4, -1e4], [0.0, 0.0]]])
+  log_prob = flow.log_prob(tf.constant(x, dtype=dtype)).numpy()
+  assert not np.any(np.isnan(log_prob))
+  assert not np.any(log_prob == np.inf)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "additive", "spline"])
+def test_log_prob_of_huge_finite_inputs_is_minus_inf_not_nan(coupling):
+  flow = RealNVP(2, num_couplings=4, hidden_units=(16,), coupling=coupling, loc=0.0)
+  randomize_outputs(flow, scale=1.0)
+  huge = np.array([[1e33, 1e33], [1e34, -1e35], [3e38, 1.0], [-3e38, 3e38], [1e20, 0.0],
+                   [0.0, 1e36]], np.float32)
+  log_prob = flow.log_prob(huge).numpy()
+  assert not np.any(np.isnan(log_prob)), log_prob
+  assert np.all(log_prob[:4] == -np.inf), log_prob
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_samples_are_always_finite(dtype):
+  flow = RealNVP(3, num_couplings=6, hidden_units=(32,), dtype=dtype)
+  randomize_outputs(flow, scale=1.0)
+  samples = flow.sample(200_000, seed=7).numpy()
+  assert np.all(np.isfinite(samples))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_size=st.integers(2, 6),
+       batch_shape=st.lists(st.integers(1, 4), min_size=0, max_size=2),
+       log_magnitude=st.floats(-3, 2),
+       seed=st.integers(0, 2**16))
+def test_property_invertibility_and_log_det_consistency(event_size, batch_shape, log_magnitude,
+                                                        seed):
+  chain = real_nvp_bijector(event_size, num_couplings=3, hidden_units=(8,), dtype=tf.float64)
+  randomize_outputs(chain, scale=0.5, seed=seed)
+  rng = np.random.default_rng(seed)
+  x = tf.constant(rng.normal(size=batch_shape + [event_size]) * 10.0**log_magnitude)
+  y = chain.forward(x)
+  assert y.shape == x.shape
+  scale = 1.0 + np.abs(x.numpy())
+  np.testing.assert_allclose(chain.inverse(tf.identity(y)).numpy() / scale, x.numpy() / scale,
+                             atol=1e-9)
+  forward_ldj = chain.forward_log_det_jacobian(tf.identity(x), event_ndims=1).numpy()
+  inverse_ldj = chain.inverse_log_det_jacobian(tf.identity(y), event_ndims=1).numpy()
+  assert forward_ldj.shape == tuple(batch_shape)
+  np.testing.assert_allclose(forward_ldj, -inverse_ldj, atol=1e-9)
+  assert np.all(np.isfinite(forward_ldj))

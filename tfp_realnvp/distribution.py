@@ -301,11 +301,11 @@ class RealNVP(_td._TransformedDistribution):
     if tf.executing_eagerly():
       self.clear_cache()
       self._warn_if_not_standardized(value)
-      return []
-    if shape.rank is None or shape[-1] is None:
-      return [tf.debugging.assert_equal(
-          tf.shape(value)[-1], d, message=f"{self.name}: expected events of size {d}")]
-    return []
+    elif shape.rank is not None and shape[-1] is None:
+      # tfb.RealNVP needs a known last dimension: check it and make it static.
+      value = tf.ensure_shape(tf.convert_to_tensor(value, dtype_hint=self.dtype),
+                              shape[:-1].concatenate([d]))
+    return value
 
   def _warn_if_not_standardized(self, value):
     if self._checked_units:
@@ -336,12 +336,10 @@ class RealNVP(_td._TransformedDistribution):
                        f"{np.asarray(static).tolist()}")
 
   def _call_log_prob(self, value, name, **kwargs):
-    with tf.control_dependencies(self._check_events(value)):
-      return super()._call_log_prob(value, name, **kwargs)
+    return super()._call_log_prob(self._check_events(value), name, **kwargs)
 
   def _call_prob(self, value, name, **kwargs):
-    with tf.control_dependencies(self._check_events(value)):
-      return super()._call_prob(value, name, **kwargs)
+    return super()._call_prob(self._check_events(value), name, **kwargs)
 
   # -- sampling --------------------------------------------------------------
   #
