@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import ShiftAndLogScale
+from tfp_realnvp.networks import MLP, SplineParameters
 from helpers import randomize_outputs
 
 
@@ -88,3 +89,18 @@ def test_float64():
   shift, log_scale = net(np.zeros([2, 1]), 1)
   assert shift.dtype == tf.float64 and log_scale.dtype == tf.float64
   assert all(v.dtype == tf.float64 for v in net.trainable_variables)
+
+
+def test_spline_network_parameters_at_init():
+  net = SplineParameters((8,), input_units=2, output_units=3, num_bins=6, bound=2.5)
+  widths, heights, slopes = net(tf.random.normal([4, 2]), 3)
+  assert widths.shape == [4, 3, 6] and heights.shape == [4, 3, 6] and slopes.shape == [4, 3, 5]
+  np.testing.assert_allclose(widths.numpy(), 5.0 / 6, rtol=1e-6)
+  np.testing.assert_allclose(heights.numpy(), 5.0 / 6, rtol=1e-6)
+  np.testing.assert_allclose(slopes.numpy(), 1.0, rtol=1e-6)
+  for v in net.trainable_variables:
+    v.assign(3.0 * tf.random.normal(v.shape))
+  widths, heights, slopes = net(tf.random.normal([4, 2]), 3)
+  np.testing.assert_allclose(widths.numpy().sum(-1), 5.0, rtol=1e-5)
+  assert widths.numpy().min() >= 5.0 * 1e-3 * (1 - 1e-5) and slopes.numpy().min() > 0
+  assert net.get_config()["num_bins"] == 6

@@ -25,7 +25,9 @@ class ActNorm(tfb.Bijector):
   """Per-dimension ``y = x * exp(log_scale) + shift`` with trainable parameters.
 
   Event shape ``[event_size]`` (``forward_min_event_ndims=1``): the
-  log-determinant sums over the event and has the batch shape of ``x``.
+  log-determinant sums over the event and has the batch shape of ``x``.  The
+  map is affine, so it declares ``is_constant_jacobian=True`` as TFP's
+  ``Shift``/``Scale`` do.
 
   Args:
     event_size: dimensions of an event.
@@ -41,7 +43,7 @@ class ActNorm(tfb.Bijector):
       self._event_size = int(event_size)
       self.shift = tf.Variable(tf.zeros([event_size], dtype=dtype), name="shift")
       self.log_scale = tf.Variable(tf.zeros([event_size], dtype=dtype), name="log_scale")
-    super().__init__(forward_min_event_ndims=1, dtype=dtype,
+    super().__init__(forward_min_event_ndims=1, is_constant_jacobian=True, dtype=dtype,
                      validate_args=validate_args, parameters=parameters, name=name)
 
   @classmethod
@@ -81,7 +83,8 @@ def actnorm_layers(chain: tfb.Chain) -> list[ActNorm]:
   return [b for b in chain.bijectors if isinstance(b, ActNorm)]
 
 
-def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = None) -> int:
+def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = None, *,
+                       conditional_input=None) -> int:
   """Data-initializes every :class:`ActNorm` of ``chain``.
 
   Pushes ``data`` (shape ``[n, event_size]``, in the units the chain's
@@ -94,6 +97,9 @@ def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = No
     data: the points to normalize.
     bijector_kwargs: per-bijector keyword arguments by name (such as
       ``{"coupling_0": {"conditional_input": c}}``).
+    conditional_input: the condition of a conditional chain (a
+      :class:`~tfp_realnvp.bijectors.ConditionalChain` routes it to its
+      couplings), instead of ``bijector_kwargs``.
 
   Returns:
     The number of layers initialized.
@@ -101,6 +107,8 @@ def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = No
   layers = actnorm_layers(chain)
   if not layers:
     return 0
+  if conditional_input is not None:
+    bijector_kwargs = chain.member_kwargs(conditional_input=conditional_input)
   bijector_kwargs = bijector_kwargs or {}
   z = tf.convert_to_tensor(np.asarray(data), dtype=layers[0].shift.dtype)
   count = 0

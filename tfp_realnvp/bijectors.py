@@ -7,38 +7,115 @@ transforms the rest elementwise, conditioned on the kept ones:
     y[d:] = x[d:] * exp(s(x[:d])) + t(x[:d]),
     log|det dy/dx| = sum(s(x[:d])).
 
-:func:`real_nvp_bijector` stacks ``num_couplings`` of these as ``tfb.RealNVP``
-bijectors whose ``shift_and_log_scale_fn`` is a :class:`ShiftAndLogScale`
-network, with a ``tfb.Permute`` between consecutive couplings so that every
-coordinate is transformed (and conditions others) along the chain.
-
-Options (all identity at initialization): additive (NICE) and
-rational-quadratic spline couplings (:mod:`tfp_realnvp.couplings`), random or
-learned LU mixing instead of the reversal (:mod:`tfp_realnvp.permutations`),
-and activation normalization between couplings (:mod:`tfp_realnvp.actnorm`).
+:func:`real_nvp_bijector` stacks ``num_couplings`` couplings
+(:mod:`tfp_realnvp.couplings`: affine, additive, spline or a factory of
+yours) with a mixing step between consecutive ones
+(:mod:`tfp_realnvp.permutations`) and optional activation normalization
+(:mod:`tfp_realnvp.actnorm`), as a :class:`ConditionalChain`: a chain that
+hands ``conditional_input=`` to every coupling.  :func:`clear_caches` drops
+TFP's cached results of every bijector in a chain (needed after the weights
+change: TFP caches by input tensor, not by weight value).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+# The CompositeTensor `tfb.Chain` cannot hold Keras networks (tf.Module's
+# variable collection and tf.function arguments flatten it and fail): a chain
+# of such members is this class, which `tfb.Chain(...)` itself returns then.
+from tensorflow_probability.python.bijectors.chain import _Chain
 
 from tfp_realnvp.actnorm import ActNorm
-from tfp_realnvp.couplings import COUPLINGS, make_coupling
-from tfp_realnvp.permutations import PERMUTATIONS, make_permutation, permutation_indices
+from tfp_realnvp.couplings import coupling_factory
+from tfp_realnvp.options import FlowOptions
+from tfp_realnvp.permutations import make_permutation
 
 tfb = tfp.bijectors
 
-__all__ = ["real_nvp_bijector", "coupling_names", "PERMUTATIONS", "COUPLINGS"]
+__all__ = ["ConditionalChain", "real_nvp_bijector", "coupling_names", "clear_caches"]
 
 
-def _check_positive_int(label: str, value, minimum: int = 1) -> int:
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
+class ConditionalChain(_Chain):
+  """A chain of bijectors that routes ``conditional_input=`` to its members.
+
+  ``chain.forward(x, conditional_input=c)`` (and ``inverse`` and both
+  log-determinants) pass ``conditional_input=c`` to every member named in
+  ``conditioned``, as if each were given ``{name: {"conditional_input": c}}``;
+  TFP's per-name form (``chain.forward(x, coupling_0={...})``) still works and
+  adds to (or overrides) the routed arguments.  Otherwise it is the chain
+  ``tfb.Chain(bijectors)`` builds from members holding Keras networks.
+
+  Example:
+
+  ```python
+  chain = real_nvp_bijector(2, num_couplings=4, hidden_units=(32,), conditional_size=3)
+  y = chain.forward(tf.zeros([5, 2]), conditional_input=tf.ones([5, 3]))
+  ```
+
+  Args:
+    bijectors: the members, applied right to left in ``forward``.
+    conditioned: names of the members that take ``conditional_input=``;
+      ``None``: the members that are conditional ``ConditionalChain``\\ s.
+    validate_args, validate_event_size, name: as for ``tfb.Chain``.
+  """
+
+  def __init__(self, bijectors, conditioned=None, validate_args: bool = False,
+               validate_event_size: bool = False, name: str | None = None):
+    parameters = dict(locals())
+    bijectors = list(bijectors)
+    if conditioned is None:
+      conditioned = [b.name for b in bijectors
+                     if isinstance(b, ConditionalChain) and b.conditioned]
+    unknown = sorted(set(conditioned) - {b.name for b in bijectors})
+    if unknown:
+      raise ValueError(f"conditioned names {unknown} are not members of the chain; its "
+                       f"members are {[b.name for b in bijectors]}")
+    self._conditioned = tuple(conditioned)
+    super().__init__(bijectors, validate_args=validate_args,
+                     validate_event_size=validate_event_size, parameters=parameters, name=name)
+
+  @property
+  def conditioned(self) -> tuple:
+    """Names of the members that receive ``conditional_input``."""
+    return self._conditioned
+
+  def member_kwargs(self, conditional_input=None, **kwargs) -> dict:
+    """TFP's per-member keyword arguments: ``{name: {...}}``, the condition routed."""
+    if conditional_input is None:
+      return kwargs
+    if not self._conditioned:
+      raise ValueError(f"{self.name} is not conditional (no member takes a condition; build "
+                       "it with conditional_size > 0) but got conditional_input")
+    routed = {name: {"conditional_input": conditional_input} for name in self._conditioned}
+    for name, member in kwargs.items():
+      routed[name] = {**routed.get(name, {}), **member}
+    return routed
+
+  def _walk_forward(self, step_fn, x, **kwargs):
+    return super()._walk_forward(step_fn, x, **self.member_kwargs(**kwargs))
+
+  def _walk_inverse(self, step_fn, y, **kwargs):
+    return super()._walk_inverse(step_fn, y, **self.member_kwargs(**kwargs))
+
+  def _is_increasing(self, **kwargs):
+    return super()._is_increasing(**self.member_kwargs(**kwargs))
+
+
+def clear_caches(bijector: tfb.Bijector) -> None:
+  """Drops TFP's cached results of ``bijector`` and of every bijector inside it.
+
+  TFP bijectors cache ``forward``/``inverse`` and their log-determinants by
+  input tensor identity.  After the weights change (training, a restore), a
+  cached result is stale: call this before evaluating the same tensors again.
+  Recurses into chains (``.bijectors``) and wrappers such as ``tfb.Invert``
+  (``.bijector``).
+  """
+  bijector._cache.clear()  # pylint: disable=protected-access
+  for member in list(getattr(bijector, "bijectors", ())) + [getattr(bijector, "bijector", None)]:
+    if isinstance(member, tfb.Bijector):
+      clear_caches(member)
 
 
 def coupling_names(num_couplings: int) -> list[str]:
@@ -46,49 +123,28 @@ def coupling_names(num_couplings: int) -> list[str]:
   return [f"coupling_{i}" for i in range(num_couplings)]
 
 
-def _permutation(kind: str, event_size: int, index: int, seed) -> np.ndarray:
-  return permutation_indices(kind, event_size, index, seed)
-
-
-def real_nvp_bijector(event_size: int,
-                      num_couplings: int = 8,
-                      hidden_units: Sequence[int] = (128, 128),
-                      activation="relu",
-                      *,
-                      permutation: str = "reverse",
-                      log_scale_bound: float | None = 3.0,
-                      conditional_size: int = 0,
-                      coupling: str = "affine",
-                      spline_bins: int = 8,
-                      spline_bound: float = 4.0,
-                      actnorm: bool = False,
-                      seed: int | None = None,
-                      dtype=tf.float32,
-                      validate_args: bool = False,
-                      name: str = "real_nvp") -> tfb.Chain:
-  """A ``tfb.Chain`` of ``tfb.RealNVP`` couplings and permutations.
+def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *legacy, seed=None,
+                      dtype=tf.float32, validate_args: bool = False, name: str = "real_nvp",
+                      **overrides) -> ConditionalChain:
+  """A :class:`ConditionalChain` of couplings and permutations.
 
   The chain maps base (latent) space to data space in ``forward``.  Each
-  coupling keeps ``event_size // 2`` coordinates and transforms the other
-  ``event_size - event_size // 2``; between couplings a permutation reorders
-  the coordinates (``"reverse"``: reverse their order, which makes consecutive
-  couplings alternate halves; ``"random"``: a fixed random permutation drawn
-  from ``seed``; ``"lu"``: a learned invertible linear map
-  ``tfb.ScaleMatvecLU`` that starts as the reversal, see
-  :mod:`tfp_realnvp.permutations`).  Odd event sizes work: with reversal, the
-  coordinate kept in one coupling is transformed in the next.
-
-  ``coupling`` picks the coupling transform (:mod:`tfp_realnvp.couplings`):
-  ``"affine"`` (RealNVP), ``"additive"`` (NICE, volume-preserving) or
-  ``"spline"`` (rational-quadratic spline on ``[-spline_bound, spline_bound]``
-  with ``spline_bins`` bins, identity outside).  With ``actnorm=True`` an
+  coupling keeps ``event_size // 2`` coordinates and transforms the others;
+  between couplings a permutation reorders the coordinates (``"reverse"``,
+  which makes consecutive couplings alternate halves; ``"random"``, drawn from
+  ``seed`` and checkpointed; ``"lu"``, a learned ``tfb.ScaleMatvecLU``
+  starting as the reversal).  With ``actnorm`` an
   :class:`~tfp_realnvp.actnorm.ActNorm` named ``actnorm_i`` sits between
-  coupling ``i`` and the next permutation (in ``forward``), i.e. it normalizes
-  the input of coupling ``i`` in the normalizing direction; see
-  :func:`~tfp_realnvp.actnorm.initialize_actnorm`.  Every option is the
-  identity at initialization.
+  coupling ``i`` and the next permutation.  Every built-in option is the
+  identity at initialization.  ``coupling`` is a name of ``COUPLINGS`` or a
+  factory (see :mod:`tfp_realnvp.couplings` for its signature).
 
-  Event shape ``[event_size]``; inputs may have any batch shape.
+  With ``conditional_size > 0``, ``forward``/``inverse`` and the
+  log-determinants take ``conditional_input=`` (routed to every coupling).
+  Event shape ``[event_size]``; inputs may have any batch shape.  No built-in
+  chain declares ``is_constant_jacobian`` (not even an additive one, whose
+  Jacobian determinant alone is constant), so ``TransformedDistribution``
+  never takes the flow for an affine map.
 
   Example:
 
@@ -104,49 +160,41 @@ def real_nvp_bijector(event_size: int,
 
   Args:
     event_size: number of dimensions of an event, at least 2.
-    num_couplings: number of couplings.
-    hidden_units: hidden widths of each coupling's network.
-    activation: hidden activation of each network.
-    permutation: ``"reverse"``, ``"random"`` or ``"lu"``.
-    log_scale_bound: soft bound on each affine coupling's log-scale (see
-      :class:`ShiftAndLogScale`), ``None`` for unbounded.
-    conditional_size: size of a conditioning vector fed to every network
-      (pass it as ``conditional_input=`` to the couplings), 0 for none.
-    coupling: ``"affine"``, ``"additive"`` or ``"spline"``.
-    spline_bins: bins of each spline (``coupling="spline"``).
-    spline_bound: half-width of the interval each spline acts on.
-    actnorm: insert an activation normalization after each coupling but the
-      last.
+    options: a :class:`~tfp_realnvp.options.FlowOptions` (default: the tuned
+      defaults).
     seed: seed of the random permutations.
     dtype: dtype of the networks.
     validate_args: turn on TFP's argument checks in every bijector.
     name: name of the chain.
+    **overrides: ``FlowOptions`` fields replacing those of ``options``.
 
   Returns:
-    A ``tfb.Chain`` whose couplings are named ``coupling_0`` (applied first in
-    ``forward``) to ``coupling_{num_couplings - 1}``, with ``permute_i``
-    (and ``actnorm_i``) after ``coupling_i``.
+    A chain whose couplings are named ``coupling_0`` (applied first in
+    ``forward``) to ``coupling_{num_couplings - 1}``, with ``permute_i`` (and
+    ``actnorm_i``) after ``coupling_i``.
   """
-  event_size = _check_positive_int("event_size", event_size, minimum=2)
-  num_couplings = _check_positive_int("num_couplings", num_couplings)
-  if permutation not in PERMUTATIONS:
-    raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}")
-  if coupling not in COUPLINGS:
-    raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-
+  if not isinstance(event_size, (int, np.integer)) or isinstance(event_size, bool) \
+      or event_size < 2:
+    raise ValueError(f"event_size must be an integer >= 2, got {event_size!r}")
+  event_size = int(event_size)
+  if legacy or isinstance(options, int):  # TEMPORARY: the old positional form, until
+    # distribution.py passes FlowOptions (remove with this branch).
+    overrides.update(zip(("num_couplings", "hidden_units", "activation"), (options,) + legacy))
+    options = None
+  base = {} if options is None else options.as_dict()
+  options = FlowOptions.from_kwargs({**base, **overrides}, where="real_nvp_bijector")
+  factory = coupling_factory(options.coupling)
+  common = dict(dtype=dtype, validate_args=validate_args)
   forward_order = []  # bijectors in the order forward() applies them
-  for i, coupling_name in enumerate(coupling_names(num_couplings)):
+  for i, coupling_name in enumerate(coupling_names(options.num_couplings)):
     if i > 0:
-      if actnorm:
-        forward_order.append(ActNorm(event_size, dtype=dtype, validate_args=validate_args,
-                                     name=f"actnorm_{i - 1}"))
-      forward_order.append(make_permutation(
-          permutation, event_size, i, seed, dtype=dtype, validate_args=validate_args,
-          name=f"permute_{i - 1}"))
-    forward_order.append(make_coupling(
-        coupling, event_size, hidden_units, activation,
-        log_scale_bound=log_scale_bound, spline_bins=spline_bins,
-        spline_bound=spline_bound, conditional_size=conditional_size,
-        dtype=dtype, validate_args=validate_args, name=coupling_name))
-  # tfb.Chain applies its list right to left in forward().
-  return tfb.Chain(forward_order[::-1], validate_args=validate_args, name=name)
+      if options.actnorm:
+        forward_order.append(ActNorm(event_size, name=f"actnorm_{i - 1}", **common))
+      forward_order.append(make_permutation(options.permutation, event_size, i, seed,
+                                            name=f"permute_{i - 1}", **common))
+    forward_order.append(factory(event_size // 2, event_size - event_size // 2,
+                                 options=options, name=coupling_name, **common))
+  conditioned = coupling_names(options.num_couplings) if options.conditional_size else ()
+  # A chain applies its list right to left in forward().
+  return ConditionalChain(forward_order[::-1], conditioned=conditioned,
+                          validate_args=validate_args, name=name)

@@ -1,45 +1,96 @@
-"""Coupling layers built on ``tfb.RealNVP``: affine, additive and spline.
+"""Coupling layers: affine, additive and spline, as ``tfb.RealNVP`` bijectors.
 
-Every coupling keeps the first ``d`` coordinates ``x0`` of an event and
-transforms the others ``x1`` elementwise, with parameters computed from ``x0``
-(and an optional conditioning vector ``c``):
+Every coupling keeps ``num_masked`` coordinates ``x0`` of an event and
+transforms the other ``num_transformed`` ones ``x1`` elementwise, with
+parameters computed from ``x0`` (and an optional condition ``c``):
 
 * ``"affine"`` (RealNVP, Dinh et al. 2017): ``y1 = x1 * exp(s) + t``,
   ``log|det J| = sum(s)``; network :class:`ShiftAndLogScale`.
-* ``"additive"`` (NICE, Dinh et al. 2015): ``y1 = x1 + t``, volume-preserving,
-  ``log|det J| = 0`` (``is_constant_jacobian=True``).
+* ``"additive"`` (NICE, Dinh et al. 2015): ``y1 = x1 + t``,
+  ``log|det J| = 0``.  Its Jacobian *determinant* is constant but its
+  Jacobian matrix is not (``dy1/dx0 = dt/dx0``), so it is not affine and does
+  not declare ``is_constant_jacobian`` (which TFP's ``TransformedDistribution``
+  would take as leave to compute ``mean()`` as ``forward(mean)``).
 * ``"spline"`` (neural spline flow, Durkan et al. 2019): ``y1 = g(x1)`` with
   ``g`` a monotone rational-quadratic spline on ``[-bound, bound]`` (identity
   outside), ``tfb.RationalQuadraticSpline``; network :class:`SplineParameters`.
 
-All three are the identity at initialization (zero-initialized output layers)
-and accept ``conditional_input=`` through ``tfb.RealNVP``'s condition kwargs.
+All three are the identity at initialization and accept ``conditional_input=``.
+
+A *coupling factory* builds one coupling; ``coupling=`` of
+:func:`~tfp_realnvp.bijectors.real_nvp_bijector` takes a name of
+:data:`COUPLINGS` or such a callable, in the spirit of TFP's ``bijector_fn``::
+
+    factory(num_masked, num_transformed, *, options, dtype, validate_args, name)
+        -> tfb.Bijector
+
+``options`` is the flow's :class:`~tfp_realnvp.options.FlowOptions`.  The
+bijector acts on events of size ``num_masked + num_transformed``; with
+``options.conditional_size > 0`` its ``forward``/``inverse``/log-dets take
+``conditional_input=`` (a ``tfb.RealNVP`` passes it to its network).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp.fused_coupling import FusedRealNVP
 from tfp_realnvp.networks import ShiftAndLogScale, SplineParameters
+from tfp_realnvp.options import COUPLINGS, FlowOptions
 
 tfb = tfp.bijectors
 
-__all__ = ["COUPLINGS", "SplineCouplingFn", "make_coupling"]
+__all__ = ["COUPLINGS", "FusedRealNVP", "SplineCouplingFn", "affine_coupling",
+           "additive_coupling", "spline_coupling", "coupling_factory"]
 
-COUPLINGS = ("affine", "additive", "spline")
+
+class FusedRealNVP(tfb.RealNVP):
+  """A drop-in ``tfb.RealNVP`` that evaluates its network once per pair.
+
+  TFP's ``tfb.RealNVP`` calls its network once in ``_inverse`` and again in
+  ``_inverse_log_det_jacobian``, so ``log_prob`` evaluates it twice; XLA
+  merges the two forward computations but not their gradients.  This class
+  computes the transform and its log-det from one network call and stores the
+  log-det in the bijector cache (as TFP's ``tfb.FFJORD`` does), where
+  ``inverse_log_det_jacobian``/``forward_log_det_jacobian`` look first.  Same
+  constructor, results and variables (so the same checkpoint layout) as
+  ``tfb.RealNVP``; a log-det asked for alone is computed as there.
+
+  As with every TFP bijector cache, a result is reused for the same input
+  tensor object: in eager mode, call the transform inside the
+  ``tf.GradientTape`` that differentiates it.
+  """
+
+  def _split(self, x):
+    self._cache_input_depth(x)
+    x0, x1 = x[..., :self._masked_size], x[..., self._masked_size:]
+    return (x1, x0) if self._reverse_mask else (x0, x1)
+
+  def _join(self, x0, x1):
+    return tf.concat([x1, x0] if self._reverse_mask else [x0, x1], axis=-1)
+
+  def _forward(self, x, **condition_kwargs):
+    x0, x1 = self._split(x)
+    inner = self._bijector_fn(x0, self._bijector_input_units(), **condition_kwargs)
+    # forward_log_det_jacobian(x) reads the cached 'ildj' of x first.
+    self._cache.forward_attributes(x, **condition_kwargs)["ildj"] = (
+        -inner.forward_log_det_jacobian(x1, event_ndims=1))
+    return self._join(x0, inner.forward(x1))
+
+  def _inverse(self, y, **condition_kwargs):
+    y0, y1 = self._split(y)
+    inner = self._bijector_fn(y0, self._bijector_input_units(), **condition_kwargs)
+    self._cache.inverse_attributes(y, **condition_kwargs)["ildj"] = (
+        inner.inverse_log_det_jacobian(y1, event_ndims=1))
+    return self._join(y0, inner.inverse(y1))
 
 
 class SplineCouplingFn(tf.Module):
   """``bijector_fn`` of a spline coupling: ``x0 -> RationalQuadraticSpline``.
 
-  A ``tf.Module`` holding its :class:`SplineParameters` network, so the
-  network's weights are tracked by the ``tfb.RealNVP`` that stores it.
-
-  Called as ``fn(x0, output_units, conditional_input=None)``.
+  A ``tf.Module`` holding its :class:`SplineParameters` network, so that the
+  ``tfb.RealNVP`` storing it tracks the network's weights.  Called as
+  ``fn(x0, output_units, conditional_input=None)``.
   """
 
   def __init__(self, network: SplineParameters, validate_args: bool = False, name=None):
@@ -55,56 +106,54 @@ class SplineCouplingFn(tf.Module):
         validate_args=self.validate_args)
 
 
-def make_coupling(kind: str,
-                  event_size: int,
-                  hidden_units: Sequence[int] = (128, 128),
-                  activation="relu",
-                  *,
-                  log_scale_bound: float | None = 3.0,
-                  spline_bins: int = 8,
-                  spline_bound: float = 4.0,
-                  conditional_size: int = 0,
-                  dtype=tf.float32,
-                  validate_args: bool = False,
-                  name: str = "coupling") -> tfb.RealNVP:
-  """One ``tfb.RealNVP`` coupling of the given ``kind`` over ``R^event_size``.
+def _network_kwargs(num_masked, num_transformed, options, dtype, name):
+  return dict(hidden_units=options.hidden_units, activation=options.activation,
+              input_units=num_masked, output_units=num_transformed,
+              conditional_size=options.conditional_size, dtype=dtype, name=f"{name}_network")
 
-  It keeps ``event_size // 2`` coordinates and transforms the rest.
 
-  Args:
-    kind: ``"affine"``, ``"additive"`` or ``"spline"``.
-    event_size: event dimensions, at least 2.
-    hidden_units: hidden widths of the coupling network.
-    activation: hidden activation.
-    log_scale_bound: soft bound of the affine log-scale (``"affine"`` only).
-    spline_bins: number of spline bins (``"spline"`` only).
-    spline_bound: the spline acts on ``[-spline_bound, spline_bound]`` and is
-      the identity outside (``"spline"`` only).
-    conditional_size: size of the conditioning vector, 0 for none.
-    dtype: dtype of the network.
-    validate_args: TFP argument checks.
-    name: name of the coupling (and prefix of its network's name).
-  """
-  if kind not in COUPLINGS:
-    raise ValueError(f"coupling must be one of {COUPLINGS}, got {kind!r}")
-  num_masked = event_size // 2
-  transformed = event_size - num_masked
-  common = dict(input_units=num_masked, output_units=transformed,
-                conditional_size=conditional_size, dtype=dtype,
-                name=f"{name}_network")
-  if kind == "spline":
-    network = SplineParameters(hidden_units, activation, num_bins=spline_bins,
-                               bound=spline_bound, **common)
-    fn = SplineCouplingFn(network, validate_args=validate_args, name=f"{name}_spline")
-    coupling = FusedRealNVP(num_masked=num_masked, bijector_fn=fn,
-                           validate_args=validate_args, name=name)
-    # With validate_args, tfb.RealNVP wraps bijector_fn in a closure that
-    # hides the network from variable tracking: keep a reference to it.
-    coupling._spline_coupling_fn = fn
-    return coupling
-  network = ShiftAndLogScale(
-      hidden_units, activation, log_scale_bound=log_scale_bound,
-      shift_only=(kind == "additive"), **common)
+def affine_coupling(num_masked: int, num_transformed: int, *, options: FlowOptions,
+                    dtype=tf.float32, validate_args: bool = False,
+                    name: str = "coupling", shift_only: bool = False) -> tfb.RealNVP:
+  """``y1 = x1 * exp(s(x0)) + t(x0)`` (``shift_only``: ``y1 = x1 + t(x0)``)."""
+  network = ShiftAndLogScale(log_scale_bound=options.log_scale_bound, shift_only=shift_only,
+                             **_network_kwargs(num_masked, num_transformed, options, dtype, name))
   return FusedRealNVP(num_masked=num_masked, shift_and_log_scale_fn=network,
-                     is_constant_jacobian=(kind == "additive"),
-                     validate_args=validate_args, name=name)
+                      validate_args=validate_args, name=name)
+
+
+def additive_coupling(num_masked: int, num_transformed: int, *, options: FlowOptions,
+                      dtype=tf.float32, validate_args: bool = False,
+                      name: str = "coupling") -> tfb.RealNVP:
+  """``y1 = x1 + t(x0)``: volume-preserving (NICE), not affine in ``x``."""
+  return affine_coupling(num_masked, num_transformed, options=options, dtype=dtype,
+                         validate_args=validate_args, name=name, shift_only=True)
+
+
+def spline_coupling(num_masked: int, num_transformed: int, *, options: FlowOptions,
+                    dtype=tf.float32, validate_args: bool = False,
+                    name: str = "coupling") -> tfb.RealNVP:
+  """``y1 = g(x1; x0)``, a rational-quadratic spline of ``options.spline_bins`` bins."""
+  network = SplineParameters(num_bins=options.spline_bins, bound=options.spline_bound,
+                             **_network_kwargs(num_masked, num_transformed, options, dtype, name))
+  fn = SplineCouplingFn(network, validate_args=validate_args, name=f"{name}_spline")
+  coupling = FusedRealNVP(num_masked=num_masked, bijector_fn=fn,
+                          validate_args=validate_args, name=name)
+  # With validate_args, tfb.RealNVP wraps bijector_fn in a closure that hides
+  # the network from variable tracking: keep a tracked reference to it.
+  coupling._spline_coupling_fn = fn
+  return coupling
+
+
+_FACTORIES = {"affine": affine_coupling, "additive": additive_coupling,
+              "spline": spline_coupling}
+
+
+def coupling_factory(coupling):
+  """The factory of a coupling name of :data:`COUPLINGS`, or ``coupling`` if callable."""
+  if callable(coupling):
+    return coupling
+  if coupling not in _FACTORIES:
+    raise ValueError(f"coupling must be one of {COUPLINGS} or a coupling factory, "
+                     f"got {coupling!r}")
+  return _FACTORIES[coupling]

@@ -4,7 +4,10 @@ A coupling leaves half of the coordinates unchanged, so consecutive couplings
 need a step that reorders (or mixes) coordinates:
 
 * ``"reverse"``: reverse the order, so consecutive couplings alternate halves;
-* ``"random"``: a fixed random permutation drawn from a seed;
+* ``"random"``: a fixed random permutation drawn from a seed, held in a
+  non-trainable ``tf.Variable`` so that it is part of the checkpointed state
+  (a checkpoint restored into a flow built with another seed gives back the
+  same permutation);
 * ``"lu"``: a learned invertible linear map ``y = W x`` (Glow's 1x1
   convolution, Kingma & Dhariwal 2018) as ``tfb.ScaleMatvecLU``, with
   ``W = P L U``, ``P`` the reversal, ``L`` unit lower triangular and ``U``
@@ -18,11 +21,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp.options import PERMUTATIONS
+
 tfb = tfp.bijectors
 
 __all__ = ["PERMUTATIONS", "permutation_indices", "make_permutation", "LUParameters"]
-
-PERMUTATIONS = ("reverse", "random", "lu")
 
 
 def permutation_indices(kind: str, event_size: int, index: int, seed) -> np.ndarray:
@@ -63,12 +66,15 @@ def make_permutation(kind: str, event_size: int, index: int, seed=None, *,
                      name: str = "permute") -> tfb.Bijector:
   """The mixing bijector of ``kind`` placed after coupling ``index``.
 
-  ``"reverse"``/``"random"`` give a ``tfb.Permute``; ``"lu"`` a
+  ``"reverse"``/``"random"`` give a ``tfb.Permute`` (for ``"random"``, of a
+  non-trainable ``tf.Variable`` of indices: checkpointed state); ``"lu"`` a
   ``tfb.ScaleMatvecLU`` (trainable, starting as the reversal).
   """
   if kind not in PERMUTATIONS:
     raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {kind!r}")
   perm = permutation_indices(kind, event_size, index, seed).astype(np.int32)
+  if kind == "random":
+    perm = tf.Variable(perm, trainable=False, name=f"{name}_indices")
   if kind != "lu":
     return tfb.Permute(permutation=perm, validate_args=validate_args, name=name)
   params = LUParameters(event_size, dtype=dtype, name=f"{name}_parameters")
