@@ -1,19 +1,35 @@
-"""tfp_realnvp: RealNVP normalizing flows as drop-in TensorFlow Probability distributions."""
+"""tfp_realnvp: RealNVP normalizing flows as drop-in TensorFlow Probability distributions.
 
-from tfp_realnvp import datasets
-from tfp_realnvp.bijectors import real_nvp_bijector
-from tfp_realnvp.distribution import RealNVP
-from tfp_realnvp.networks import ShiftAndLogScale
-from tfp_realnvp.training import History, TrainingDiverged, fit
+The names below are imported on first use (PEP 562), so that importing the
+package (and ``tfp-realnvp --help``) does not load TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "RealNVP", "ShiftAndLogScale", "real_nvp_bijector", "fit", "History",
-    "TrainingDiverged", "datasets", "__version__",
-]
+_EXPORTS = {
+    "RealNVP": "distribution", "ShiftAndLogScale": "networks", "real_nvp_bijector": "bijectors",
+    "fit": "training", "History": "training", "TrainingDiverged": "training",
+    "default_optimizer": "training", "save": "serialization", "load": "serialization",
+    "export": "serialization", "FORMAT_VERSION": "serialization",
+}
+_MODULES = ("datasets", "options", "files", "plots", "experiment", "serialization", "training",
+            "vi")
 
-# Saving, loading and exporting flows (issue 4).
-from tfp_realnvp.serialization import FORMAT_VERSION, export, load, save  # noqa: E402
+__all__ = [*_EXPORTS, "datasets", "__version__"]
 
-__all__ += ["save", "load", "export", "FORMAT_VERSION"]
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(f"tfp_realnvp.{_EXPORTS[name]}"), name)
+  elif name in _MODULES:
+    value = importlib.import_module(f"tfp_realnvp.{name}")
+  else:
+    raise AttributeError(f"module 'tfp_realnvp' has no attribute {name!r}")
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted([*globals(), *_EXPORTS, *_MODULES])
