@@ -4,7 +4,10 @@ The label of ``make_moons`` (0: outer arc, 1: inner arc), one-hot, is the
 conditioning vector.  One flow learns both class-conditional densities; the
 test NLL of each class is compared with the true per-moon density
 (``tfp_realnvp.datasets.moons_arc_log_prob``), and samples are drawn for each
-class with ``flow.sample(n, conditional_input=one_hot(k))``.
+class with ``flow.sample(n, conditional_input=one_hot(k))``.  With several
+conditions at once, ``flow.condition(one_hot([0, 1]))`` is a TFP distribution
+of batch shape ``[2]`` whose ``sample(n)`` has shape ``[n, 2, 2]``: ``n`` draws
+under each condition, as for any batch of TFP distributions.
 
 Training is ``tfp_realnvp.fit(flow, x, conditional_input=one_hot(labels))``:
 each batch's rows and their conditions travel together.
@@ -56,12 +59,13 @@ def plot_samples(flow, x_test, labels, path: str, n: int = 1000, seed=(0, 1)) ->
 
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True, sharey=True)
   colors = ["tab:blue", "tab:orange"]
+  # n draws under each class: shape [n, NUM_CLASSES, 2]
+  draws = flow.condition(one_hot(range(NUM_CLASSES))).sample(n, seed=seed).numpy()
   for k in range(NUM_CLASSES):
     pts = x_test[labels == k]
     axes[0].scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=colors[k], label=f"moon {k}")
-    s = flow.sample(n, conditional_input=one_hot(k), seed=(seed[0], seed[1] + k)).numpy()
-    axes[1].scatter(s[:, 0], s[:, 1], s=2, alpha=0.5, color=colors[k],
-                    label=f"sample(conditional_input=one_hot({k}))")
+    axes[1].scatter(draws[:, k, 0], draws[:, k, 1], s=2, alpha=0.5, color=colors[k],
+                    label=f"condition(one_hot({k})) samples")
   axes[0].set_title("test data by class")
   axes[1].set_title("flow samples by class")
   for ax in axes:

@@ -11,7 +11,8 @@ A ``tf_keras.Model`` maps ``x`` to a conditioning vector ``h(x)``, and a
 conditional RealNVP, an attribute of the model, gives ``p(y | h(x))``.  The
 loss is ``-flow.log_prob(y, conditional_input=h)``; because Keras tracks the
 flow's variables as the model's, ``model.fit`` trains the encoder and the flow
-together.
+together.  ``flow.condition(h)`` is ``p(y | x)`` as a TFP distribution of batch
+shape ``[m]`` for ``m`` inputs: its ``sample(n)`` has shape ``[n, m, 2]``.
 
 Run:  python examples/keras_conditional.py --epochs 40
 """
@@ -77,10 +78,9 @@ class ConditionalDensityModel(tf_keras.Model):
     return -self.flow.log_prob(y, conditional_input=h)
 
   def conditional(self, x):
-    """``(sample, log_prob)`` functions of ``p(y | x)`` at the inputs ``x``."""
-    h = self(np.asarray(x, np.float32).reshape(-1, 1))
-    return (lambda n, seed=None: self.flow.sample(n, conditional_input=h, seed=seed),
-            lambda y: self.flow.log_prob(y, conditional_input=h))
+    """``p(y | x)`` at the inputs ``x`` (shape ``[m]``): a TFP distribution of batch
+    shape ``[m]``, so ``.sample(n)`` has shape ``[n, m, 2]``."""
+    return self.flow.condition(self(np.asarray(x, np.float32).reshape(-1, 1)))
 
 
 def run(*, n_train: int = 20000, n_test: int = 5000, epochs: int = 40, batch_size: int = 256,
@@ -105,8 +105,7 @@ def run(*, n_train: int = 20000, n_test: int = 5000, epochs: int = 40, batch_siz
 
   # predicted spread of y at a few inputs, from 4000 flow samples each
   probe = np.array([-1.75, -1.0, 0.0, 1.0, 1.75], np.float32)
-  h = model(probe[:, None])
-  draws = model.flow.sample([4000, 1], conditional_input=h, seed=(seed, 5)).numpy()
+  draws = model.conditional(probe).sample(4000, seed=(seed, 5)).numpy()  # [4000, 5, 2]
   return {
       "loss": history.history["loss"], "test_nll": test_nll,
       "true_test_nll": true_nll(x_test, y_test), "train_seconds": seconds,

@@ -298,7 +298,7 @@ def test_adapt_normalizes_the_condition_before_the_networks(tmp_path):
   np.testing.assert_allclose(
       flow.bijector.forward(z, conditional_input=c[:8]),
       flow.bijector.bijectors[0].forward(flow.bijector.bijectors[1].forward(
-          flow.flow_bijector.forward(z, **flow.bijector.coupling_kwargs(unit_c[:8])))),
+          flow.flow_bijector.forward(z, conditional_input=unit_c[:8]))),
       rtol=1e-4, atol=1e-4)
   # checkpointed with the weights
   tf.train.Checkpoint(flow=flow).write(str(tmp_path / "ckpt"))

@@ -23,20 +23,20 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-# TFP's non-CompositeTensor classes: what TFP itself instantiates for a
-# bijector (like ours, holding Keras networks) that is not a CompositeTensor.
-from tensorflow_probability.python.bijectors import chain as _chain
+# TFP's non-CompositeTensor TransformedDistribution: the class TFP itself
+# instantiates when a bijector (like ours, holding Keras networks) is not a
+# CompositeTensor.
 from tensorflow_probability.python.distributions import transformed_distribution as _td
 
 from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm
-from tfp_realnvp.bijectors import real_nvp_bijector
+from tfp_realnvp.bijectors import ConditionalChain, clear_caches, real_nvp_bijector
 from tfp_realnvp.conditional import ConditionedRealNVP
 from tfp_realnvp.options import FlowOptions
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["RealNVP", "DataUnitsChain", "bijectors_of"]
+__all__ = ["RealNVP", "DataUnitsChain"]
 
 _FLOW_NAME = "real_nvp"
 # Moments with no closed form, and the Monte Carlo estimate to use instead.
@@ -50,66 +50,38 @@ _ESTIMATES = {
 }
 
 
-def bijectors_of(bijector: tfb.Bijector):
-  """``bijector`` and every bijector nested in it (through ``.bijectors``)."""
-  yield bijector
-  for inner in getattr(bijector, "bijectors", ()):
-    yield from bijectors_of(inner)
+class DataUnitsChain(ConditionalChain):
+  """``Chain([Shift(loc), Scale(scale), couplings])``, normalizing the condition.
 
-
-class DataUnitsChain(_chain._Chain):
-  """``Chain([Shift(loc), Scale(scale), couplings])`` that takes the condition.
-
-  ``forward``/``inverse`` and their log-dets accept ``conditional_input=c``
-  (shape ``[..., conditional_size]``): ``c`` is normalized with the
-  non-trainable ``condition_loc``/``condition_scale`` and routed to every
-  coupling.  ``adapted`` records whether the normalization was set; it lives
-  here, with the weights it belongs to, so checkpoints and copies carry it.
+  A :class:`~tfp_realnvp.bijectors.ConditionalChain`: ``conditional_input=c``
+  reaches every coupling, as ``(c - condition_loc) / condition_scale`` (fixed,
+  non-trainable, set by :meth:`RealNVP.adapt`).  ``adapted`` records whether
+  the normalizations were set; it lives with the weights it belongs to, so
+  checkpoints and copies carry it.
   """
 
   def __init__(self, loc, scale, couplings, conditional_size: int = 0,
                validate_args: bool = False, name: str = "real_nvp_in_data_units"):
-    parameters = dict(locals())
-    dtype = loc.dtype
     super().__init__([tfb.Shift(loc, validate_args=validate_args, name="normalize_shift"),
                       tfb.Scale(scale, validate_args=validate_args, name="normalize_scale"),
-                      couplings], validate_args=validate_args, parameters=parameters, name=name)
+                      couplings], validate_args=validate_args, name=name)
     self.adapted = tf.Variable(False, trainable=False, name="adapted")
-    self.conditional_size = int(conditional_size)
     if conditional_size:
-      self.condition_loc = tf.Variable(tf.zeros([conditional_size], dtype), trainable=False,
-                                       name="condition_loc")
-      self.condition_scale = tf.Variable(tf.ones([conditional_size], dtype), trainable=False,
-                                         name="condition_scale")
-
-  def coupling_kwargs(self, normalized_condition) -> dict:
-    """Keyword arguments of the couplings chain for a normalized condition."""
-    per_coupling = {"conditional_input": normalized_condition}
-    return {b.name: per_coupling for b in self.bijectors[2].bijectors
-            if b.name.startswith("coupling_")}
+      self.condition_loc = tf.Variable(tf.zeros([conditional_size], loc.dtype),
+                                       trainable=False, name="condition_loc")
+      self.condition_scale = tf.Variable(tf.ones([conditional_size], loc.dtype),
+                                         trainable=False, name="condition_scale")
 
   def normalize_condition(self, c):
-    c = tf.convert_to_tensor(c, dtype_hint=self.dtype)
-    if c.dtype != self.condition_loc.dtype:
-      c = tf.cast(c, self.condition_loc.dtype)
+    """``(c - condition_loc) / condition_scale``, in the flow's dtype."""
+    c = tf.convert_to_tensor(c, dtype_hint=self.condition_loc.dtype)
+    c = tf.cast(c, self.condition_loc.dtype)
     return (c - self.condition_loc) / self.condition_scale
 
-  def _route(self, kwargs: dict) -> dict:
-    if "conditional_input" not in kwargs:
-      return kwargs
-    kwargs = dict(kwargs)
-    c = kwargs.pop("conditional_input")
-    if not self.conditional_size:
-      raise ValueError(f"{self.name}: the flow is not conditional (conditional_size=0) but "
-                       "got conditional_input")
-    kwargs[self.bijectors[2].name] = self.coupling_kwargs(self.normalize_condition(c))
-    return kwargs
-
-  def _walk_forward(self, step_fn, x, **kwargs):
-    return super()._walk_forward(step_fn, x, **self._route(kwargs))
-
-  def _walk_inverse(self, step_fn, y, **kwargs):
-    return super()._walk_inverse(step_fn, y, **self._route(kwargs))
+  def member_kwargs(self, conditional_input=None, **kwargs) -> dict:
+    if conditional_input is not None and self.conditioned:
+      conditional_input = self.normalize_condition(conditional_input)
+    return super().member_kwargs(conditional_input, **kwargs)
 
 
 class RealNVP(_td._TransformedDistribution):
@@ -204,10 +176,8 @@ class RealNVP(_td._TransformedDistribution):
                       **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
     with tf.name_scope(name) as name_scope:
       if bijector is None:
-        couplings = real_nvp_bijector(
-            event_size, **{f.name: getattr(options, f.name)
-                           for f in dataclasses.fields(options)},
-            seed=seed, dtype=dtype, validate_args=validate_args, name=_FLOW_NAME)
+        couplings = real_nvp_bijector(event_size, options, seed=seed, dtype=dtype,
+                                      validate_args=validate_args, name=_FLOW_NAME)
         bijector = DataUnitsChain(
             *(tf.Variable(np.broadcast_to(default if v is None else v, [event_size]),
                           dtype=dtype, trainable=False, name=n)
@@ -275,11 +245,10 @@ class RealNVP(_td._TransformedDistribution):
     return distribution_kwargs, bijector_kwargs
 
   def _check_condition(self, c):
-    if _is_complex(c):
-      raise TypeError(f"{self.name}: conditional_input is complex; pass real values")
     c = tf.convert_to_tensor(c, dtype_hint=self.dtype)
-    if c.dtype != self.dtype:
-      c = tf.cast(c, self.dtype)
+    if c.dtype.is_complex:
+      raise TypeError(f"{self.name}: conditional_input is complex; pass real values")
+    c = tf.cast(c, self.dtype)
     k = self.conditional_size
     if c.shape.rank == 0 or (c.shape.rank is not None and c.shape[-1] is not None
                              and int(c.shape[-1]) != k):
@@ -341,10 +310,7 @@ class RealNVP(_td._TransformedDistribution):
   def _call_prob(self, value, name, **kwargs):
     return super()._call_prob(self._check_events(value), name, **kwargs)
 
-  # -- sampling --------------------------------------------------------------
-  #
-  # The batch dimensions of ``conditional_input`` are a batch of distributions:
-  # samples have shape ``sample_shape + c.shape[:-1] + [event_size]``.
+  # -- sampling: shape sample_shape + c.shape[:-1] + [event_size] ------------
 
   def sample_and_log_prob(self, sample_shape=(), seed=None,
                           name: str = "sample_and_log_prob", **kwargs):
@@ -430,30 +396,10 @@ class RealNVP(_td._TransformedDistribution):
                               validate_args=self.validate_args,
                               name=name or f"{self.name}_conditioned")
 
-  # -- no closed forms -------------------------------------------------------
-
   def _no_closed_form(self, what: str):
     return NotImplementedError(
         f"{self.name}.{what}(): a normalizing flow has no closed-form {what}; estimate it "
         f"by Monte Carlo, e.g. {_ESTIMATES[what]}")
-
-  def _mean(self, **kwargs):
-    raise self._no_closed_form("mean")
-
-  def _mode(self, **kwargs):
-    raise self._no_closed_form("mode")
-
-  def _variance(self, **kwargs):
-    raise self._no_closed_form("variance")
-
-  def _stddev(self, **kwargs):
-    raise self._no_closed_form("stddev")
-
-  def _covariance(self, **kwargs):
-    raise self._no_closed_form("covariance")
-
-  def _entropy(self, **kwargs):
-    raise self._no_closed_form("entropy")
 
   def _default_event_space_bijector(self, *args, **kwargs):
     # The support is all of R^event_size, whatever the condition.
@@ -487,12 +433,7 @@ class RealNVP(_td._TransformedDistribution):
 
   def clear_cache(self) -> None:
     """Drops TFP's cached bijector results of this flow (see *Caching* above)."""
-    ours = {id(b) for b in bijectors_of(self.bijector)}
-    storage = self.bijector._cache.storage  # pylint: disable=protected-access
-    for key in list(storage.keys()):
-      if id(key.subkey[0]) in ours:
-        key.cancel()
-        storage.pop(key, None)
+    clear_caches(self.bijector)
 
   # -- properties ------------------------------------------------------------
 
@@ -566,16 +507,13 @@ class RealNVP(_td._TransformedDistribution):
     return self
 
   def initialize_actnorm(self, data, conditional_input=None) -> "RealNVP":
-    """Data-initializes every activation normalization of the flow.
+    """Data-initializes every activation normalization (Glow's initialization).
 
-    Pushes ``data`` (data units, shape ``[n, event_size]``) through the
-    normalization and the couplings in the normalizing (inverse) direction and
-    sets each ``actnorm_i`` so that what reaches it leaves it with zero mean
-    and unit variance per dimension (Glow's data-dependent initialization).
-    A conditional flow uses ``conditional_input`` (shape ``[n,
-    conditional_size]``), or zeros when it is ``None``, which is exact while
-    the couplings are untrained (they start as the identity whatever the
-    condition).  Does nothing without ``actnorm``.  Returns ``self``.
+    Pushes ``data`` (data units, ``[n, event_size]``) through the flow in the
+    normalizing direction and sets each ``actnorm_i`` so that what reaches it
+    leaves it standardized.  A conditional flow uses ``conditional_input``,
+    or zeros (exact while the couplings are untrained: they start as the
+    identity whatever the condition).  Does nothing without ``actnorm``.
     """
     data = np.asarray(data, dtype=self.dtype.as_numpy_dtype)
     if data.ndim != 2 or data.shape[-1] != self._event_size:
@@ -584,14 +522,24 @@ class RealNVP(_td._TransformedDistribution):
     if not self.has_actnorm:
       return self
     u = (data - self.loc.numpy()) / self.scale.numpy()
-    kwargs = {}
+    c = None
     if self.conditional_size:
-      c = (np.zeros([data.shape[0], self.conditional_size], self.dtype.as_numpy_dtype)
-           if conditional_input is None else self._check_condition(conditional_input))
-      kwargs = self.bijector.coupling_kwargs(self.bijector.normalize_condition(c))
-    initialize_actnorm(self.flow_bijector, u, kwargs)
+      c = self.bijector.normalize_condition(
+          np.zeros([data.shape[0], self.conditional_size]) if conditional_input is None
+          else self._check_condition(conditional_input))
+    initialize_actnorm(self.flow_bijector, u, conditional_input=c)
     self.clear_cache()
     return self
+
+
+def _refuse(what: str):
+  def method(self, **kwargs):
+    raise self._no_closed_form(what)
+  return method
+
+
+for _what in _ESTIMATES:  # _mean, _mode, ...: TFP's hooks of mean(), mode(), ...
+  setattr(RealNVP, f"_{_what}", _refuse(_what))
 
 
 def _mean_and_std(data, size: int, what: str):
