@@ -27,6 +27,7 @@ import tensorflow_probability as tfp
 # instantiates when a bijector (like ours, holding Keras networks) is not a
 # CompositeTensor.
 from tensorflow_probability.python.distributions import transformed_distribution as _td
+from tensorflow_probability.python.internal import prefer_static as ps
 
 from tfp_realnvp.actnorm import actnorm_layers, initialize_actnorm
 from tfp_realnvp.bijectors import ConditionalChain, clear_caches, real_nvp_bijector
@@ -296,14 +297,6 @@ class RealNVP(_td._TransformedDistribution):
           "RealNVP.from_data(x, ...), call flow.adapt(x) before training, or pass loc=/scale=.",
           UserWarning, stacklevel=5)
 
-  def _check_sample_shape(self, sample_shape):
-    if tf.executing_eagerly():
-      self.clear_cache()
-    static = tf.get_static_value(tf.convert_to_tensor(sample_shape))
-    if static is not None and np.any(np.asarray(static) < 0):
-      raise ValueError(f"{self.name}: sample_shape must be non-negative, got "
-                       f"{np.asarray(static).tolist()}")
-
   def _call_log_prob(self, value, name, **kwargs):
     return super()._call_log_prob(self._check_events(value), name, **kwargs)
 
@@ -321,65 +314,48 @@ class RealNVP(_td._TransformedDistribution):
     return self.experimental_sample_and_log_prob(sample_shape, seed=seed, name=name, **kwargs)
 
   def _call_sample_n(self, sample_shape, seed, **kwargs):
-    self._check_sample_shape(sample_shape)
-    if kwargs.get("conditional_input") is None or not self.conditional_size:
-      return super()._call_sample_n(sample_shape, seed, **kwargs)
-    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, kwargs)
-    return self.bijector.forward(z, **bijector_kwargs)
+    return super()._call_sample_n(*self._batch_sample_shape(sample_shape, kwargs), seed,
+                                  **kwargs)
 
   def _call_sample_and_log_prob(self, sample_shape, seed, **kwargs):
-    self._check_sample_shape(sample_shape)
-    return super()._call_sample_and_log_prob(sample_shape, seed, **kwargs)
+    return super()._call_sample_and_log_prob(
+        *self._batch_sample_shape(sample_shape, kwargs), seed, **kwargs)
 
-  def _sample_and_log_prob(self, sample_shape, seed, **kwargs):
+  def _batch_sample_shape(self, sample_shape, kwargs):
+    """``sample_shape + c.shape[:-1]``, checked; clears the cache when eager."""
+    if tf.executing_eagerly():
+      self.clear_cache()
+    static = tf.get_static_value(tf.convert_to_tensor(sample_shape))
+    if static is not None and np.any(np.asarray(static) < 0):
+      raise ValueError(f"{self.name}: sample_shape must be non-negative, got "
+                       f"{np.asarray(static).tolist()}")
     if kwargs.get("conditional_input") is None or not self.conditional_size:
-      return super()._sample_and_log_prob(sample_shape, seed, **kwargs)
-    z, bijector_kwargs = self._conditional_base_sample(sample_shape, seed, kwargs)
-    y = self.bijector.forward(z, **bijector_kwargs)
-    fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=1, **bijector_kwargs)
-    return y, self.distribution.log_prob(z) - fldj
-
-  def _conditional_base_sample(self, sample_shape, seed, kwargs):
-    distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
-    if distribution_kwargs:
-      raise TypeError(f"{self.name} takes no distribution_kwargs")
-    c = bijector_kwargs["conditional_input"]
-    sample_shape = tf.reshape(tf.cast(tf.convert_to_tensor(sample_shape), tf.int32), [-1])
-    shape = tf.concat([sample_shape, tf.shape(c)[:-1]], axis=0)
-    z = self.distribution.sample(shape, seed=seed() if callable(seed) else seed)
-    c = tf.broadcast_to(c, tf.concat([shape, [self.conditional_size]], axis=0))
-    return z, {"conditional_input": c}
+      return (sample_shape,)
+    c = self._check_condition(kwargs["conditional_input"])
+    return (ps.concat([ps.reshape(ps.cast(sample_shape, tf.int32), [-1]), ps.shape(c)[:-1]], 0),)
 
   # -- density ---------------------------------------------------------------
 
   def _log_prob(self, y, **kwargs):
-    if kwargs.get("conditional_input") is None or not self.conditional_size:
-      return super()._log_prob(y, **kwargs)
-    kwargs = dict(kwargs)
-    c = self._check_condition(kwargs.pop("conditional_input"))
-    shape = self._broadcast_batch_shape(y, c)
-    y = tf.broadcast_to(y, tf.concat([shape, [self._event_size]], axis=0))
-    c = tf.broadcast_to(c, tf.concat([shape, [self.conditional_size]], axis=0))
-    return super()._log_prob(y, conditional_input=c, **kwargs)
+    c = kwargs.get("conditional_input")
+    if c is not None and self.conditional_size:
+      # The networks broadcast c against x; x must have the joint batch shape.
+      y = tf.broadcast_to(y, ps.concat(
+          [self._broadcast_batch_shape(y, self._check_condition(c)), [self._event_size]], 0))
+    return super()._log_prob(y, **kwargs)
 
   def _broadcast_batch_shape(self, y, c):
     """The broadcast batch shape of ``x`` and ``c``, with a clear error if none."""
-    what = (f"{self.name}: the batch shape of x {{}} does not broadcast against the batch "
-            "shape {} of conditional_input (all its dimensions but the last); they broadcast "
-            "like NumPy's")
-    y_static, c_static = y.shape[:-1], c.shape[:-1]
-    if y_static.is_fully_defined() and c_static.is_fully_defined():
-      try:
-        return tf.constant(np.broadcast_shapes(tuple(y_static), tuple(c_static)), tf.int32)
-      except ValueError:
-        raise ValueError(what.format(y_static.as_list(), c_static.as_list())) from None
-    a, b = tf.shape(y)[:-1], tf.shape(c)[:-1]
-    rank = tf.maximum(tf.size(a), tf.size(b))
-    a = tf.concat([tf.ones([rank - tf.size(a)], tf.int32), a], axis=0)
-    b = tf.concat([tf.ones([rank - tf.size(b)], tf.int32), b], axis=0)
-    compatible = tf.reduce_all((a == b) | (a == 1) | (b == 1))
-    with tf.control_dependencies([tf.debugging.Assert(compatible, [what.format("", ""), a, b])]):
-      return tf.broadcast_dynamic_shape(a, b)
+    y_batch, c_batch = y.shape[:-1], c.shape[:-1]
+    if not (y_batch.is_fully_defined() and c_batch.is_fully_defined()):
+      return tf.broadcast_dynamic_shape(tf.shape(y)[:-1], tf.shape(c)[:-1])
+    try:
+      return np.broadcast_shapes(tuple(y_batch), tuple(c_batch))
+    except ValueError:
+      raise ValueError(
+          f"{self.name}: the batch shape of x {y_batch.as_list()} does not broadcast against "
+          f"the batch shape {c_batch.as_list()} of conditional_input (all its dimensions but "
+          "the last); they broadcast like NumPy's") from None
 
   def condition(self, conditional_input, name: str | None = None) -> ConditionedRealNVP:
     """This conditional flow with ``conditional_input`` bound: ``p(x | c)``.
