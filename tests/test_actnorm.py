@@ -37,3 +37,23 @@ def test_actnorm_conditional_adapt_uses_conditional_input():
   flow.adapt(x)  # zeros stand in for the condition: exact while untrained
   flow.adapt(x, conditional_input=np.ones([500, 1], np.float32))
   assert np.all(np.isfinite(flow.log_prob(x, conditional_input=np.ones([500, 1])).numpy()))
+
+
+def test_actnorm_is_affine_and_says_so():
+  layer = ActNorm(3, dtype=tf.float64)
+  randomize(layer, scale=0.5)
+  assert layer.is_constant_jacobian  # as TFP's Shift and Scale declare
+  x = tf.constant(np.random.default_rng(0).standard_normal((4, 3)) * 3)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = layer.forward(tf.identity(x))
+  jacobians = tape.batch_jacobian(y, x).numpy()
+  np.testing.assert_allclose(jacobians, np.broadcast_to(jacobians[0], jacobians.shape))
+  np.testing.assert_allclose(jacobians[0], np.diag(np.exp(layer.log_scale.numpy())))
+  ldj = layer.forward_log_det_jacobian(x, event_ndims=1)
+  np.testing.assert_allclose(np.broadcast_to(ldj.numpy(), [4]),
+                             np.linalg.slogdet(jacobians)[1], rtol=1e-12)
+  # The affine map's moments are TFP's closed form.
+  dist = tfp.distributions.TransformedDistribution(
+      tfp.distributions.MultivariateNormalDiag(tf.zeros(3, tf.float64)), layer)
+  np.testing.assert_allclose(dist.mean().numpy(), layer.shift.numpy(), rtol=1e-12)

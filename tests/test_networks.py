@@ -104,3 +104,20 @@ def test_spline_network_parameters_at_init():
   np.testing.assert_allclose(widths.numpy().sum(-1), 5.0, rtol=1e-5)
   assert widths.numpy().min() >= 5.0 * 1e-3 * (1 - 1e-5) and slopes.numpy().min() > 0
   assert net.get_config()["num_bins"] == 6
+
+
+def test_one_mlp_behind_both_heads_and_finite_for_huge_inputs():
+  mlp = MLP((8,), input_units=2, output_units=3, conditional_size=1)
+  assert mlp(tf.zeros([4, 2]), conditional_input=tf.ones([1])).shape == [4, 3]
+  affine = ShiftAndLogScale((8,), input_units=2, output_units=3, log_scale_bound=None)
+  spline = SplineParameters((8,), input_units=2, output_units=3, num_bins=4)
+  assert isinstance(affine, MLP) and isinstance(spline, MLP)
+  assert affine.output_layer.units == 6 and spline.output_layer.units == 3 * 11
+  for net in (affine, spline):
+    for v in net.trainable_variables:
+      v.assign(tf.random.normal(v.shape, stddev=3.0))
+  huge = tf.constant([[1e33, -1e35], [3e38, 0.0]])
+  shift, log_scale = affine(huge, 3)
+  assert np.all(np.isfinite(shift.numpy()))
+  assert np.all(np.abs(log_scale.numpy()) <= 30.0)  # unbounded, but exp() stays finite
+  assert all(np.all(np.isfinite(p.numpy())) for p in spline(huge, 3))

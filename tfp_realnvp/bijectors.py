@@ -123,7 +123,7 @@ def coupling_names(num_couplings: int) -> list[str]:
   return [f"coupling_{i}" for i in range(num_couplings)]
 
 
-def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *legacy, seed=None,
+def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *, seed=None,
                       dtype=tf.float32, validate_args: bool = False, name: str = "real_nvp",
                       **overrides) -> ConditionalChain:
   """A :class:`ConditionalChain` of couplings and permutations.
@@ -177,10 +177,6 @@ def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *lega
       or event_size < 2:
     raise ValueError(f"event_size must be an integer >= 2, got {event_size!r}")
   event_size = int(event_size)
-  if legacy or isinstance(options, int):  # TEMPORARY: the old positional form, until
-    # distribution.py passes FlowOptions (remove with this branch).
-    overrides.update(zip(("num_couplings", "hidden_units", "activation"), (options,) + legacy))
-    options = None
   base = {} if options is None else options.as_dict()
   options = FlowOptions.from_kwargs({**base, **overrides}, where="real_nvp_bijector")
   factory = coupling_factory(options.coupling)

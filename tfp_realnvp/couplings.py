@@ -91,6 +91,13 @@ class SplineCouplingFn(tf.Module):
   A ``tf.Module`` holding its :class:`SplineParameters` network, so that the
   ``tfb.RealNVP`` storing it tracks the network's weights.  Called as
   ``fn(x0, output_units, conditional_input=None)``.
+
+  Not under ``tf.vectorized_map``: TF's vectorizer (pfor) drops the
+  ``constant_values`` of ``tf.pad``, which ``tfb.RationalQuadraticSpline``
+  uses to place its end knots, so a vectorized spline is silently wrong.  A
+  call traced inside ``tf.vectorized_map`` raises ``NotImplementedError``
+  instead; evaluate the batch directly (any batch shape works) or use
+  ``tf.map_fn``.
   """
 
   def __init__(self, network: SplineParameters, validate_args: bool = False, name=None):
@@ -99,6 +106,12 @@ class SplineCouplingFn(tf.Module):
     self.validate_args = bool(validate_args)
 
   def __call__(self, x0, output_units, **condition_kwargs):
+    if not tf.executing_eagerly() and "loop_body" in (
+        tf.compat.v1.get_default_graph().get_name_scope().split("/")):  # pfor's scope
+      raise NotImplementedError(
+          "spline couplings give wrong values under tf.vectorized_map (it drops tf.pad's "
+          "constant_values, which tfb.RationalQuadraticSpline relies on): call log_prob or "
+          "sample on the whole batch instead (any batch shape works), or use tf.map_fn")
     widths, heights, slopes = self.network(x0, output_units, **condition_kwargs)
     return tfb.RationalQuadraticSpline(
         bin_widths=widths, bin_heights=heights, knot_slopes=slopes,
