@@ -1,12 +1,9 @@
 """A conditional flow with its condition bound: ``p(x | c)`` as a batched TFP distribution.
 
-``RealNVP.condition(c)`` returns a :class:`ConditionedRealNVP`: the flow's
-density and sampler with ``conditional_input=c`` fixed, and the batch
-dimensions of ``c`` as the distribution's batch shape, so it goes wherever
-TFP expects a distribution whose parameters depend on other values: a
-likelihood ``p(x | theta)`` in a joint distribution, the output of
-``tfp.layers.DistributionLambda``, an amortized surrogate posterior in
-``tfp.vi.fit_surrogate_posterior``, a component of ``tfd.MixtureSameFamily``.
+``RealNVP.condition(c)`` gives one, for wherever TFP expects a distribution
+whose parameters depend on other values: a likelihood ``p(x | theta)`` in a
+joint distribution, a ``tfp.layers.DistributionLambda`` output, an amortized
+surrogate posterior, a component of ``tfd.MixtureSameFamily``.
 """
 
 from __future__ import annotations
@@ -70,10 +67,6 @@ class ConditionedRealNVP(tfd.Distribution):
   def flow(self):
     """The conditional flow whose weights this distribution uses."""
     return self._flow
-
-  @property
-  def conditional_input(self) -> tf.Tensor:
-    return self._conditional_input
 
   def _event_shape(self):
     return tf.TensorShape([self._flow.event_size])

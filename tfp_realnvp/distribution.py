@@ -75,7 +75,6 @@ class DataUnitsChain(ConditionalChain):
 
   def normalize_condition(self, c):
     """``(c - condition_loc) / condition_scale``, in the flow's dtype."""
-    c = tf.convert_to_tensor(c, dtype_hint=self.condition_loc.dtype)
     c = tf.cast(c, self.condition_loc.dtype)
     return (c - self.condition_loc) / self.condition_scale
 
@@ -96,12 +95,10 @@ class RealNVP(_td._TransformedDistribution):
   optimizers).  ``flow.bijector`` maps latent to data space (a
   :class:`DataUnitsChain`); ``flow.flow_bijector`` is the couplings alone.
 
-  Like the ``tfd.TransformedDistribution`` TFP builds around a bijector that
-  holds Keras networks, a ``RealNVP`` is a plain ``tf.Module``, not a
-  ``CompositeTensor`` (so ``isinstance(flow, tfd.TransformedDistribution)`` is
-  False, exactly as for those): it can be a ``tf.function`` argument, and its
-  weights are reachable from whatever holds it (a ``tfd.JointDistribution*``,
-  a ``tf_keras`` model or layer, a ``tf.train.Checkpoint``).
+  Like TFP's own ``TransformedDistribution`` of a bijector holding Keras
+  networks, it is a plain ``tf.Module``, not a ``CompositeTensor``: it can be
+  a ``tf.function`` argument, and whatever holds it (a joint distribution, a
+  ``tf_keras`` model, a ``tf.train.Checkpoint``) reaches its weights.
 
   **Normalize first.**  The couplings work in standardized units: build the
   flow with :meth:`from_data` (or call :meth:`adapt`, or pass ``loc``/
@@ -120,13 +117,12 @@ class RealNVP(_td._TransformedDistribution):
   distribution of batch shape ``c.shape[:-1]`` (for joint distributions,
   ``DistributionLambda``, amortized VI).
 
-  **Caching.**  TFP bijectors cache results by input tensor.  Every eager
-  call of ``log_prob``/``prob``/``sample``/``sample_and_log_prob`` starts by
-  dropping this flow's entries (:meth:`clear_cache`), so a user's own eager
-  ``tf.GradientTape`` loop on a fixed tensor needs nothing special; inside a
-  ``tf.function`` entries live only for one trace.  Call
-  :meth:`clear_cache` after changing weights yourself if you then call
-  ``flow.bijector`` directly.
+  **Caching.**  TFP bijectors cache results by input tensor, whatever the
+  weights.  Every eager ``log_prob``/``prob``/``sample``/
+  ``sample_and_log_prob`` first drops this flow's entries
+  (:meth:`clear_cache`), so your own eager ``GradientTape`` loop needs
+  nothing special (in a ``tf.function`` entries last one trace).  After
+  changing weights, call :meth:`clear_cache` before using ``flow.bijector``.
 
   There is no closed-form ``mean``/``mode``/``stddev``/``variance``/
   ``covariance``/``entropy`` (each raises and names its Monte Carlo
@@ -156,10 +152,9 @@ class RealNVP(_td._TransformedDistribution):
     name: name of the distribution.
     bijector: a :class:`DataUnitsChain` made by an earlier instance with the
       same settings, to share its weights (``copy()`` uses this).
-    **flow_options: the fields of :class:`~tfp_realnvp.options.FlowOptions`
-      (``num_couplings``, ``hidden_units``, ``activation``, ``coupling``,
-      ``permutation``, ``log_scale_bound``, ``spline_bins``,
-      ``spline_bound``, ``actnorm``, ``conditional_size``), tuned defaults.
+    **flow_options: fields of :class:`~tfp_realnvp.options.FlowOptions`
+      (``num_couplings``, ``hidden_units``, ``coupling``, ``conditional_size``,
+      ...); the tuned defaults otherwise.
   """
 
   def __init__(self, event_size: int, *, loc=None, scale=None, seed: int | None = None,
@@ -260,7 +255,7 @@ class RealNVP(_td._TransformedDistribution):
   def _check_events(self, value):
     """Refuses complex values and a last dimension other than ``event_size``."""
     shape = value.shape if hasattr(value, "shape") else np.shape(value)
-    if _is_complex(value):
+    if value.dtype.is_complex if tf.is_tensor(value) else np.iscomplexobj(value):
       raise TypeError(f"{self.name}: got complex values; log_prob takes real events")
     d, shape = self._event_size, tf.TensorShape(shape)
     if shape.rank == 0 or (shape.rank is not None and shape[-1] is not None
@@ -278,10 +273,8 @@ class RealNVP(_td._TransformedDistribution):
     return value
 
   def _warn_if_not_standardized(self, value):
+    """Warns once if an un-adapted flow meets data far from (0, 1) per dimension."""
     if self._checked_units:
-      return
-    if self.is_adapted:
-      self._checked_units = True
       return
     rows = np.reshape(np.asarray(value, np.float64), [-1, self._event_size])[:10000]
     rows = rows[np.all(np.isfinite(rows), axis=1)]
@@ -289,6 +282,8 @@ class RealNVP(_td._TransformedDistribution):
       return
     self._checked_units = True
     mean, std = rows.mean(0), rows.std(0)
+    if self.is_adapted:
+      return
     if np.any(np.abs(mean) > 5.0) or np.any(std > 10.0) or np.any((std > 0) & (std < 0.1)):
       warnings.warn(
           f"{self.name} is not adapted, but the data it is asked about has per-dimension "
@@ -483,27 +478,19 @@ class RealNVP(_td._TransformedDistribution):
     return self
 
   def initialize_actnorm(self, data, conditional_input=None) -> "RealNVP":
-    """Data-initializes every activation normalization (Glow's initialization).
+    """Glow's data-dependent initialization of every ``actnorm_i`` from ``data``.
 
-    Pushes ``data`` (data units, ``[n, event_size]``) through the flow in the
-    normalizing direction and sets each ``actnorm_i`` so that what reaches it
-    leaves it standardized.  A conditional flow uses ``conditional_input``,
-    or zeros (exact while the couplings are untrained: they start as the
-    identity whatever the condition).  Does nothing without ``actnorm``.
+    A conditional flow uses ``conditional_input``, or zeros (exact while the
+    couplings are untrained: they start as the identity whatever the condition).
     """
     data = np.asarray(data, dtype=self.dtype.as_numpy_dtype)
-    if data.ndim != 2 or data.shape[-1] != self._event_size:
-      raise ValueError(
-          f"initialize_actnorm expects data of shape [n, {self._event_size}], got {data.shape}")
-    if not self.has_actnorm:
-      return self
-    u = (data - self.loc.numpy()) / self.scale.numpy()
     c = None
     if self.conditional_size:
       c = self.bijector.normalize_condition(
-          np.zeros([data.shape[0], self.conditional_size]) if conditional_input is None
+          np.zeros([len(data), self.conditional_size]) if conditional_input is None
           else self._check_condition(conditional_input))
-    initialize_actnorm(self.flow_bijector, u, conditional_input=c)
+    initialize_actnorm(self.flow_bijector, (data - self.loc.numpy()) / self.scale.numpy(),
+                       conditional_input=c)
     self.clear_cache()
     return self
 
@@ -527,7 +514,3 @@ def _mean_and_std(data, size: int, what: str):
     raise ValueError(f"adapt got {what} containing NaN or inf")
   std = data.std(axis=0)
   return data.mean(axis=0), np.where(std > 0, std, 1.0)
-
-
-def _is_complex(value) -> bool:
-  return value.dtype.is_complex if tf.is_tensor(value) else np.iscomplexobj(value)
