@@ -44,6 +44,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from tfp_realnvp import RealNVP, fit  # noqa: E402
 from tfp_realnvp import datasets as D  # noqa: E402
+from tfp_realnvp.files import atomic_write_json, atomic_write_text  # noqa: E402
+from tfp_realnvp.training import default_optimizer  # noqa: E402
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -109,8 +111,9 @@ def load(name: str, budget: Budget, seed: int):
 
 
 def fit_kwargs(budget: Budget, x_valid, seed: int) -> dict:
-  kwargs = dict(steps=budget.steps, batch_size=budget.batch_size,
-                learning_rate=budget.learning_rate, warmup_steps=min(100, budget.steps // 10),
+  optimizer = default_optimizer(budget.steps, learning_rate=budget.learning_rate,
+                                warmup_steps=min(100, budget.steps // 10))
+  kwargs = dict(steps=budget.steps, batch_size=budget.batch_size, optimizer=optimizer,
                 seed=seed, progress=False)
   if x_valid is not None:
     kwargs.update(validation_data=x_valid, eval_every=max(budget.steps // 30, 10),
@@ -260,7 +263,7 @@ def main(argv=None) -> int:
   out = pathlib.Path(args.out)
   if args.render_only:
     saved = json.loads((out / "datasets.json").read_text())
-    (out / "datasets.md").write_text(markdown(saved["results"], saved["meta"]))
+    atomic_write_text(out / "datasets.md", markdown(saved["results"], saved["meta"]))
     return 0
   out.mkdir(parents=True, exist_ok=True)
   started = time.perf_counter()
@@ -292,8 +295,8 @@ def main(argv=None) -> int:
       tensorflow=tf.__version__, tensorflow_probability=tfp.__version__,
       date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
       quick=bool(args.quick), seed=args.seed, total_time_s=time.perf_counter() - started)
-  (out / "datasets.json").write_text(json.dumps(dict(meta=meta, results=records), indent=2))
-  (out / "datasets.md").write_text(markdown(records, meta))
+  atomic_write_json(out / "datasets.json", dict(meta=meta, results=records))
+  atomic_write_text(out / "datasets.md", markdown(records, meta))
   print(f"wrote {out / 'datasets.json'} and {out / 'datasets.md'}", file=sys.stderr)
   return 0
 

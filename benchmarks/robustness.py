@@ -10,16 +10,21 @@ the noise levels 0.05 and 0.1, and writes `robustness.json` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
 import platform
 import statistics
+import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
 from tfp_realnvp.experiment import TrainConfig, train_experiment  # noqa: E402
+from tfp_realnvp.files import atomic_write_json, atomic_write_text  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,7 +41,8 @@ def main(argv=None) -> int:
       for seed in args.seeds:
         config = TrainConfig(noise=noise, seed=seed)
         if args.steps:
-          config.steps = args.steps
+          config = dataclasses.replace(
+              config, training=dataclasses.replace(config.training, steps=args.steps))
         metrics = train_experiment(config, pathlib.Path(scratch) / f"n{noise}-s{seed}",
                                    progress=False)
         runs.append({k: metrics[k] for k in ("test_nll", "oracle_nll", "gap", "steps",
@@ -49,11 +55,10 @@ def main(argv=None) -> int:
     times = [r["wall_time_s"] for r in runs if r["noise"] == noise]
     summary[str(noise)] = {"median_gap": statistics.median(gaps), "worst_gap": max(gaps),
                            "median_train_time_s": statistics.median(times)}
-  result = {"config": {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in vars(TrainConfig()).items()},
+  result = {"config": TrainConfig().to_json(),
             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
             "runs": runs, "summary": summary}
-  (args.out / "robustness.json").write_text(json.dumps(result, indent=2) + "\n")
+  atomic_write_json(args.out / "robustness.json", result)
   lines = ["| noise | seed | test NLL | oracle NLL | gap (nats) | train time (s) |",
            "|---|---|---|---|---|---|"]
   for r in runs:
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
   for noise, s in summary.items():
     lines.append(f"| {noise} | {s['median_gap']:.4f} | {s['worst_gap']:.4f} | "
                  f"{s['median_train_time_s']:.0f} |")
-  (args.out / "robustness.md").write_text("\n".join(lines) + "\n")
+  atomic_write_text(args.out / "robustness.md", "\n".join(lines) + "\n")
   print("\n".join(lines))
   return 0
 

@@ -6,14 +6,12 @@ import argparse
 import json
 import os
 import pathlib
-import shutil
 import sys
 import time
 
 from benchmarks.bench import report, workers
 from benchmarks.bench.settings import WORKERS, BenchSettings
-from tfp_realnvp.experiment import commit_output_dir, prepare_output_dir
-from tfp_realnvp.files import atomic_write_json, atomic_write_text
+from tfp_realnvp.files import atomic_write_json, atomic_write_text, write_folder
 
 __all__ = ["run_benchmarks", "build_parser", "settings_from_args", "main"]
 
@@ -22,16 +20,22 @@ def run_benchmarks(out_dir, settings: BenchSettings | None = None, *, overwrite:
                    progress: bool = True, command: str | None = None) -> dict:
   """Runs every worker, writes ``results.json``, ``results.md`` and the plot into ``out_dir``.
 
-  The folder is assembled beside its destination and moved into place when
-  complete.  Returns the ``results.json`` document.
+  The folder is written whole (:func:`tfp_realnvp.files.write_folder`: assembled
+  beside its destination and renamed into place when complete); an existing
+  ``out_dir`` is replaced only with ``overwrite``.  Returns the ``results.json``
+  document.
   """
   from benchmarks.bench.measure import machine_flops  # TensorFlow: after argument checks
 
+  if os.path.lexists(out_dir) and not overwrite:
+    raise FileExistsError(
+        f"output folder {out_dir} already exists; choose another one or pass --overwrite")
   settings = settings or BenchSettings.full()
   command = command or "python -m benchmarks.bench " + " ".join(sys.argv[1:])
-  staging = prepare_output_dir(out_dir, overwrite)
-  try:
-    logs = staging / "logs"
+  document = {}
+
+  def write_into(folder):
+    logs = pathlib.Path(folder) / "logs"
     logs.mkdir()
     settings_path = logs / "settings.json"
     atomic_write_json(settings_path, settings.to_json(), indent=1)
@@ -44,16 +48,15 @@ def run_benchmarks(out_dir, settings: BenchSettings | None = None, *, overwrite:
       results[worker] = workers.run_worker(worker, settings_path, logs / f"{worker}.json",
                                            logs / f"{worker}.log", progress)
     machine_end = machine_flops(settings)
-    document = report.assemble(settings, results, machine_start, machine_end, command,
-                               time.perf_counter() - start)
-    atomic_write_text(staging / "results.json",
+    document.update(report.assemble(settings, results, machine_start, machine_end, command,
+                                    time.perf_counter() - start))
+    atomic_write_text(logs.parent / "results.json",
                       json.dumps(document, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(staging / "results.md", report.write_markdown(document))
-    report.plot_nll_vs_wall_time(document, staging / "nll_vs_wall_time.png")
-    commit_output_dir(staging, out_dir, overwrite)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
+    atomic_write_text(logs.parent / "results.md", report.write_markdown(document))
+    report.plot_nll_vs_wall_time(document, logs.parent / "nll_vs_wall_time.png")
+
+  pathlib.Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+  write_folder(out_dir, write_into)
   return document
 
 

@@ -112,13 +112,17 @@ class BenchSettings:
 
 
 def fit_kwargs(settings: BenchSettings, learning_rate: float, steps: int) -> dict:
-  """fit's optimizer and weight-average arguments: the package's training settings at
-  ``learning_rate`` (the one place the benchmark builds them)."""
+  """fit's optimizer and weight-average arguments for a run of ``steps`` steps: the
+  package's training settings at ``learning_rate`` (the one place the benchmark builds them).
+  """
+  from tfp_realnvp.training import default_optimizer
+
   t = settings.training
-  return {"learning_rate": learning_rate, "schedule": t.schedule,
-          "warmup_steps": t.warmup_steps,
-          "final_learning_rate_fraction": t.final_learning_rate_fraction,
-          "clip_norm": t.clip_norm, "weight_decay": t.weight_decay, "ema_decay": t.ema_decay}
+  optimizer = default_optimizer(
+      steps, learning_rate=learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
+      final_learning_rate_fraction=t.final_learning_rate_fraction, clip_norm=t.clip_norm,
+      weight_decay=t.weight_decay)
+  return {"optimizer": optimizer, "ema_decay": t.ema_decay}
 
 
 def fit_defaults() -> dict:
