@@ -23,6 +23,9 @@ RUNS = {
         ["--n", "1000", "--steps", "60", "--num-couplings", "2", "--hidden-units", "8"],
         ["joint sample shapes: sequential [[5, 2], [5, 2]], coroutine [[5, 2], [5, 2]]",
          "trainable variables reachable from the joints"]),
+    "eight_schools.py": (
+        ["--steps", "40", "--num-couplings", "2", "--hidden-units", "8", "--eval-samples", "2000"],
+        ["fit_surrogate_posterior: 40 steps", "ELBO =", "avg_effect", "school_effects[7]"]),
     "keras_conditional.py": (
         ["--n-train", "1000", "--epochs", "1", "--batch-size", "200", "--num-couplings", "2"],
         ["model.fit: 1 epochs", "true conditional NLL", "predicted std"]),

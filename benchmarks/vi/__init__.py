@@ -1,0 +1,1 @@
+"""Variational inference benchmark on Inference Gym targets (see ``run.py``)."""

@@ -1,0 +1,236 @@
+"""Variational inference: a RealNVP surrogate posterior for any TFP model.
+
+:func:`build_realnvp_surrogate_posterior` is the RealNVP counterpart of
+``tfp.experimental.vi.build_affine_surrogate_posterior``: a flow ``q`` over
+``R^d``, ``d`` the total size of the model's parameters, pushed through
+
+    z in R^d --Split--> parts --Reshape--> shapes --Restructure--> structure
+      --bijector--> support of the model's parameters,
+
+so that ``q.sample()`` has exactly the structure, shapes and dtype of the
+model's parameters and lies in their support.  Its ``log_prob`` is exact (the
+change of variables through each bijector), so it drops unchanged into
+``tfp.vi.fit_surrogate_posterior``, ``tfp.vi.monte_carlo_variational_loss`` or
+a hand-written ``tf.GradientTape`` loop.
+
+The flow starts as the identity, so before training ``q`` is a standard
+normal in the unconstrained space (as TFP's affine builder starts): on a
+model's default event-space bijector the first ELBO is finite whenever the
+target's log-density is finite there.
+
+A model with a single scalar parameter (``d = 1``) gets a one-dimensional
+flow instead (RealNVP needs at least two coordinates to couple): a trainable
+affine map followed by a trainable monotone rational-quadratic spline of a
+standard normal, :func:`one_dimensional_flow`.  Its density is exact; a
+padded auxiliary coordinate would only give a bound on the marginal density.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_realnvp.distribution import RealNVP
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["VI_FLOW_DEFAULTS", "build_realnvp_surrogate_posterior",
+           "surrogate_posterior_from_flow", "one_dimensional_flow"]
+
+# Flow options for VI, chosen by measurement on Inference Gym targets
+# (benchmarks/vi/README.md): a smaller, shallower flow than the density
+# estimation defaults, and log-scales bounded far wider (Neal's funnel spans
+# a factor exp(+-4.5) in scale along its neck).
+VI_FLOW_DEFAULTS = dict(num_couplings=8, hidden_units=(64, 64), log_scale_bound=8.0)
+
+
+def _is_shape(s) -> bool:
+  """Whether ``s`` is one shape (a leaf of an ``event_shape`` structure)."""
+  if isinstance(s, (tf.TensorShape, np.ndarray, tf.Tensor, int, np.integer)):
+    return True
+  if isinstance(s, (list, tuple)) and not hasattr(s, "_fields"):
+    return all(isinstance(x, (int, np.integer)) for x in s)
+  return False
+
+
+def _as_shapes(event_shape):
+  """``event_shape`` with every leaf shape converted to a ``tf.TensorShape``."""
+  if _is_shape(event_shape):
+    shape = tf.TensorShape(tf.get_static_value(event_shape) if isinstance(
+        event_shape, tf.Tensor) else event_shape)
+    if not shape.is_fully_defined():
+      raise ValueError(f"event_shape must be fully defined, got {shape}")
+    return shape
+  if isinstance(event_shape, collections.abc.Mapping):
+    return type(event_shape)((k, _as_shapes(v)) for k, v in event_shape.items())
+  if hasattr(event_shape, "_fields"):  # namedtuple (or the Inference Gym's StructTuple)
+    return type(event_shape)(*[_as_shapes(v) for v in event_shape])
+  if isinstance(event_shape, (list, tuple)):
+    return type(event_shape)(_as_shapes(v) for v in event_shape)
+  raise TypeError(
+      f"event_shape must be a shape (list of ints, tf.TensorShape) or a nested dict/list/"
+      f"tuple/namedtuple of shapes, got {type(event_shape).__name__}: {event_shape!r}")
+
+
+def _event_space_bijector(bijector, shapes, validate_args):
+  if bijector is None and isinstance(shapes, tf.TensorShape):
+    return tfb.Identity(validate_args=validate_args)
+  if bijector is None:
+    bijector = tf.nest.map_structure(lambda _: None, shapes)
+  if isinstance(bijector, tfb.Bijector):
+    return bijector
+  tf.nest.assert_same_structure(shapes, bijector, check_types=False)
+  parts = tf.nest.map_structure(
+      lambda b: tfb.Identity() if b is None else b, bijector)
+  return tfb.JointMap(parts, validate_args=validate_args)
+
+
+def _structure_bijector(shapes, bijector, validate_args):
+  """Maps a flat ``[d]`` event to ``shapes`` and then through ``bijector``."""
+  flat = tf.nest.flatten(shapes)
+  if isinstance(shapes, tf.TensorShape):
+    restructure = [tfb.Reshape(shapes, event_shape_in=[shapes.num_elements()],
+                               validate_args=validate_args)]
+  else:
+    restructure = [
+        tfb.Restructure(tf.nest.pack_sequence_as(shapes, list(range(len(flat))))),
+        tfb.JointMap([tfb.Reshape(s, event_shape_in=[s.num_elements()],
+                                  validate_args=validate_args) for s in flat]),
+        tfb.Split([s.num_elements() for s in flat], validate_args=validate_args)]
+  return tfb.Chain([_event_space_bijector(bijector, shapes, validate_args)] + restructure,
+                   validate_args=validate_args, name="to_event_space")
+
+
+def one_dimensional_flow(*, spline_bins: int = 8, spline_bound: float = 4.0,
+                         dtype=tf.float32, validate_args: bool = False,
+                         name: str = "one_dimensional_flow") -> tfd.Distribution:
+  """A trainable flow over ``R^1``: ``x = m + s * g(z)``, ``z ~ N(0, 1)``.
+
+  ``g`` is a monotone rational-quadratic spline on
+  ``[-spline_bound, spline_bound]`` (identity outside) with trainable bin
+  widths, heights and knot slopes; ``m`` and ``s > 0`` are trainable.  It
+  starts as the standard normal (``g`` the identity, ``m = 0``, ``s = 1``).
+  Event shape ``[1]``.
+  """
+  dtype = tf.as_dtype(dtype)
+  with tf.name_scope(name):
+    width = tf.Variable(tf.zeros([1, spline_bins], dtype), name="bin_widths")
+    height = tf.Variable(tf.zeros([1, spline_bins], dtype), name="bin_heights")
+    slopes = tfp.util.TransformedVariable(tf.ones([1, spline_bins - 1], dtype),
+                                          tfb.Softplus(low=tf.constant(1e-3, dtype)),
+                                          name="knot_slopes")
+    bins = lambda v: 2.0 * spline_bound * tf.nn.softmax(v, axis=-1)  # noqa: E731
+    spline = tfb.RationalQuadraticSpline(
+        bin_widths=tfp.util.DeferredTensor(width, bins),
+        bin_heights=tfp.util.DeferredTensor(height, bins), knot_slopes=slopes,
+        range_min=-spline_bound, validate_args=validate_args)
+    shift = tf.Variable(tf.zeros([1], dtype), name="shift")
+    scale = tfp.util.TransformedVariable(tf.ones([1], dtype), tfb.Softplus(), name="scale")
+    return tfd.TransformedDistribution(
+        tfd.MultivariateNormalDiag(tf.zeros([1], dtype), validate_args=validate_args),
+        tfb.Chain([tfb.Shift(shift), tfb.Scale(scale), spline], validate_args=validate_args),
+        validate_args=validate_args, name=name)
+
+
+def surrogate_posterior_from_flow(flow, event_shape, bijector=None, *,
+                                  validate_args: bool = False, name=None) -> tfd.Distribution:
+  """Wraps a flow over ``R^d`` so that its samples have ``event_shape``.
+
+  ``flow`` is a distribution with event shape ``[d]``, ``d`` the total size of
+  ``event_shape`` (a :class:`RealNVP`, e.g. one loaded with
+  :func:`tfp_realnvp.load`); ``event_shape`` and ``bijector`` are as in
+  :func:`build_realnvp_surrogate_posterior`.  This is how a saved surrogate
+  comes back: ``tfp_realnvp.save(q.distribution, path)`` saves the flow of a
+  surrogate ``q``, and
+  ``surrogate_posterior_from_flow(tfp_realnvp.load(path), event_shape,
+  bijector)`` rebuilds ``q`` with the same ``log_prob``.
+  """
+  shapes = _as_shapes(event_shape)
+  size = sum(s.num_elements() for s in tf.nest.flatten(shapes))
+  if tuple(flow.event_shape) != (size,):
+    raise ValueError(f"flow has event shape {flow.event_shape}, but event_shape "
+                     f"{event_shape!r} has {size} elements: build the flow with event size {size}")
+  return tfd.TransformedDistribution(
+      flow, _structure_bijector(shapes, bijector, validate_args),
+      validate_args=validate_args, name=name or "realnvp_surrogate_posterior")
+
+
+def build_realnvp_surrogate_posterior(event_shape, bijector=None, *, loc=None, scale=None,
+                                      dtype=tf.float32, seed=None, validate_args: bool = False,
+                                      name=None, **flow_options) -> tfd.Distribution:
+  """A trainable RealNVP surrogate posterior with the structure of ``event_shape``.
+
+  With the flow's density ``q_flow`` over ``R^d`` and ``T`` the bijector
+  (reshaping into ``event_shape`` then ``bijector``), the surrogate is
+  ``q(theta) = q_flow(T^{-1}(theta)) |det dT^{-1}/dtheta|``; its samples are
+  ``T(x)``, ``x ~ q_flow``.  The ELBO ``E_q[log p(theta, y) - log q(theta)]``
+  it is fitted to is a lower bound on ``log p(y)``.
+
+  Example (Eight Schools, a pinned joint distribution):
+
+  ```python
+  import numpy as np, tensorflow as tf, tensorflow_probability as tfp
+  from tfp_realnvp.vi import build_realnvp_surrogate_posterior
+  tfd = tfp.distributions
+
+  y = np.float32([28, 8, -3, 7, -1, 1, 18, 12])
+  sigma = np.float32([15, 10, 16, 11, 9, 11, 10, 18])
+  model = tfd.JointDistributionNamed(dict(
+      mu=tfd.Normal(0., 5.), log_tau=tfd.Normal(5., 1.),
+      theta=lambda mu, log_tau: tfd.Sample(tfd.Normal(mu, tf.exp(log_tau)), 8),
+      y=lambda theta: tfd.Independent(tfd.Normal(theta, sigma), 1)))
+  pinned = model.experimental_pin(y=y)
+  q = build_realnvp_surrogate_posterior(
+      pinned.event_shape, pinned.experimental_default_event_space_bijector())
+  tfp.vi.fit_surrogate_posterior(pinned.unnormalized_log_prob, q,
+                                 tf.optimizers.Adam(1e-3), num_steps=2000)
+  q.sample(1000)["theta"]          # shape [1000, 8]
+  ```
+
+  Args:
+    event_shape: the shape of the parameters: a shape, or a nested structure
+      (dict, list, tuple, namedtuple) of shapes, scalars (``[]``) included.
+    bijector: ``None``, a bijector, or a structure of bijectors matching
+      ``event_shape`` (a dict is wrapped in ``tfb.JointMap``; ``None`` entries
+      are the identity), mapping unconstrained values to the support, e.g.
+      ``pinned.experimental_default_event_space_bijector()`` or an Inference
+      Gym ``model.default_event_space_bijector``.
+    loc, scale: fixed per-coordinate affine map of the flat flow (see
+      :class:`RealNVP`), e.g. a rough posterior mean and spread in
+      unconstrained space; default 0 and 1.
+    dtype: ``tf.float32`` or ``tf.float64``.
+    seed: seed of random permutations.
+    validate_args: TFP's argument checks.
+    name: name of the distribution.
+    **flow_options: :class:`RealNVP` options (``num_couplings``,
+      ``hidden_units``, ``coupling``, ``log_scale_bound``, ...); defaults
+      :data:`VI_FLOW_DEFAULTS`, then the flow's own.  With a total size of 1
+      only ``spline_bins`` and ``spline_bound`` apply
+      (:func:`one_dimensional_flow`).
+
+  Returns:
+    A distribution whose samples have the structure, shapes and ``dtype`` of
+    ``event_shape``; its ``distribution`` attribute is the flow and its
+    ``trainable_variables`` are complete at construction.
+  """
+  shapes = _as_shapes(event_shape)
+  size = sum(s.num_elements() for s in tf.nest.flatten(shapes))
+  if size < 1:
+    raise ValueError(f"event_shape {event_shape!r} has no elements: nothing to infer")
+  options = dict(VI_FLOW_DEFAULTS, **flow_options)
+  if options.get("conditional_size"):
+    raise ValueError("a surrogate posterior is unconditional: drop conditional_size")
+  if size == 1:
+    flow = one_dimensional_flow(
+        spline_bins=options.get("spline_bins", 8), spline_bound=options.get("spline_bound", 4.0),
+        dtype=dtype, validate_args=validate_args)
+  else:
+    flow = RealNVP(size, loc=loc, scale=scale, seed=seed, dtype=dtype,
+                   validate_args=validate_args, **options)
+  return surrogate_posterior_from_flow(flow, shapes, bijector, validate_args=validate_args,
+                                       name=name)
+
