@@ -62,3 +62,12 @@ def test_lock_refuses_a_second_holder_and_leaves_no_file(tmp_path):
   assert os.listdir(tmp_path) == []
   with files.lock(tmp_path / "run"):  # free again
     pass
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+  umask = os.umask(0o022)
+  os.umask(umask)
+  files.atomic_write_text(tmp_path / "a.txt", "x")
+  files.write_folder(tmp_path / "folder", lambda folder: None)
+  assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+  assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -272,6 +272,72 @@ def test_load_invalid_config(saved):
     tfp_realnvp.load(saved)
 
 
+def test_load_reads_nothing_outside_the_folder(saved, tmp_path):
+  outside = tfp_realnvp.save(_small(event_size=2, hidden_units=(16, 16)), tmp_path / "outside")
+  for prefix in ("../outside/weights", os.path.join(outside, "weights"), "..", ""):
+    _edit_meta(saved, lambda m: m["checkpoint"].update(prefix=prefix))
+    with pytest.raises(ValueError, match="prefix.*not a file name inside the folder"):
+      tfp_realnvp.load(saved)
+  _edit_meta(saved, lambda m: m["checkpoint"].update(prefix="weights", files={}))
+  with pytest.raises(ValueError, match="does not list the checkpoint's weights.index"):
+    tfp_realnvp.load(saved)
+
+
+def test_load_refuses_links_leaving_the_folder(saved, tmp_path):
+  outside = tfp_realnvp.save(_small(event_size=2), tmp_path / "outside")
+  data = os.path.join(saved, "weights.data-00000-of-00001")
+  os.remove(data)
+  os.symlink(os.path.join(outside, "weights.data-00000-of-00001"), data)
+  with pytest.raises(ValueError, match="link to a file outside the folder"):
+    tfp_realnvp.load(saved)
+
+
+@pytest.mark.parametrize("update", [
+    dict(num_couplings=10**9), dict(hidden_units=[50000, 50000]), dict(event_size=10**7),
+    dict(hidden_units=[10**6] * 2), dict(permutation="lu", event_size=10**5),
+], ids=["couplings", "widths", "event-size", "huge-widths", "lu"])
+def test_load_checks_config_size_against_the_checkpoint_first(saved, update, monkeypatch):
+  built = []
+  monkeypatch.setattr(serialization, "RealNVP", lambda **c: built.append(c))
+  _edit_meta(saved, lambda m: m["config"].update(update))
+  with pytest.raises(ValueError, match=r"damaged: its config describes a flow of at least [\d,]+ "
+                                       r"parameters but the checkpoint holds [\d,]+ values"):
+    tfp_realnvp.load(saved)
+  assert not built  # refused before building anything
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(event_size=2), dict(event_size=5, hidden_units=(7, 3)),
+    dict(event_size=3, permutation="lu", coupling="additive"),
+    dict(event_size=4, coupling="spline", conditional_size=3, actnorm=True),
+    dict(event_size=6, num_couplings=1, permutation="lu"),
+])
+def test_minimum_parameter_count_is_a_lower_bound(kwargs):
+  kwargs.setdefault("num_couplings", 3)
+  kwargs.setdefault("hidden_units", (16, 16))
+  flow = tfp_realnvp.RealNVP(**kwargs)
+  event_size = kwargs.pop("event_size")
+  bound = serialization.minimum_parameter_count(event_size, serialization.FlowOptions(**kwargs))
+  actual = sum(int(np.prod(v.shape)) for v in flow.trainable_variables)
+  assert actual / 4 <= bound <= actual  # a bound, and not a vacuous one
+
+
+def test_load_says_damaged_for_bad_json_and_values(saved):
+  with open(os.path.join(saved, META), "w") as f:
+    f.write("[" * 200000 + "]" * 200000)
+  with pytest.raises(ValueError, match="damaged"):
+    tfp_realnvp.load(saved)
+
+
+def test_load_says_damaged_for_a_bad_value_not_upgrade(tmp_path):
+  for update in (dict(num_couplings="three"), dict(hidden_units=[[1]]), dict(event_size=-2)):
+    saved = tfp_realnvp.save(_small(event_size=2), tmp_path / "f", overwrite=True)
+    _edit_meta(saved, lambda m: m["config"].update(update))
+    with pytest.raises(ValueError, match="damaged") as error:
+      tfp_realnvp.load(saved)
+    assert "upgrade" not in str(error.value).lower()
+
+
 # -- export ----------------------------------------------------------------------
 
 _SERVE = textwrap.dedent("""
@@ -363,3 +429,34 @@ def test_load_plain_savedmodel_hints(tmp_path):
   tf.saved_model.save(module, str(tmp_path / "sm"))
   with pytest.raises(ValueError, match="SavedModel.*tf.saved_model.load"):
     tfp_realnvp.load(tmp_path / "sm")
+
+
+def test_export_takes_single_events_int_seeds_and_maps_to_latent(tmp_path):
+  flow = _small(event_size=2)
+  served = tf.saved_model.load(tfp_realnvp.export(flow, tmp_path / "plain"))
+  x, _ = _points(flow, 5)
+  np.testing.assert_allclose(served.log_prob(x[0]), flow.log_prob(x[:1])[0], rtol=1e-5)
+  z = served.inverse(x)
+  np.testing.assert_allclose(z, flow.bijector.inverse(tf.identity(x)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(served.forward(z), x, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(served.inverse(x[0]), z[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(served.sample(3, 7), flow.sample(3, seed=(0, 7)), rtol=1e-5)
+  np.testing.assert_allclose(served.sample(3, [1, 7]), flow.sample(3, seed=(1, 7)), rtol=1e-5)
+  for wrong in (x[:, :1], x[0, :1], tf.constant(1.0), tf.zeros([4, 3])):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="event_size|last dimension 2"):
+      served.log_prob(wrong)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="last dimension 2"):
+    served.inverse(x[:, :1])
+
+
+def test_export_of_a_conditional_flow_maps_to_latent(tmp_path):
+  flow = _small(event_size=2, conditional_size=3)
+  served = tf.saved_model.load(tfp_realnvp.export(flow, tmp_path / "cond"))
+  x = tf.random.stateless_normal([4, 2], seed=(5, 5))
+  c = tf.random.stateless_normal([4, 3], seed=(6, 6))
+  want = flow.bijector.inverse(tf.identity(x), conditional_input=c)
+  np.testing.assert_allclose(served.inverse(x, c), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(served.log_prob(x[0], c[0]),
+                             flow.log_prob(x[:1], conditional_input=c[:1])[0], rtol=1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="last dimension 3"):
+    served.log_prob(x, c[:, :2])

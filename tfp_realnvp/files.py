@@ -31,6 +31,8 @@ __all__ = ["atomic_write_text", "atomic_write_json", "write_folder", "remove_tem
            "replace_folder", "lock", "FolderInUse"]
 
 _TEMPORARY = re.compile(r"^\..+\.(tmp|old)-[A-Za-z0-9_]+$")
+_UMASK = os.umask(0o022)  # read once (at import, single-threaded): temporaries get the
+os.umask(_UMASK)          # permissions a plain open() or mkdir() would give
 
 
 class FolderInUse(RuntimeError):
@@ -42,6 +44,7 @@ def atomic_write_text(path, text: str) -> None:
   path = pathlib.Path(path)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
   try:
+    os.chmod(tmp, 0o666 & ~_UMASK)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text)
       f.flush()
@@ -72,6 +75,7 @@ def write_folder(path, write_into) -> str:
   parent, base = os.path.split(path)
   tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent or ".")
   try:
+    os.chmod(tmp, 0o777 & ~_UMASK)
     write_into(tmp)
     replace_folder(tmp, path)
   except BaseException:

@@ -407,11 +407,13 @@ class _Served(tf.Module):
     cond = [tf.TensorSpec(None, dtype, name="conditional_input")] if k else []
 
     def rows(x, size, what):  # [..., size] -> [n, size], with a clear error for a wrong size
-      tf.debugging.assert_rank_at_least(x, 1, message=f"{what} needs a last dimension of {size}")
-      tf.debugging.assert_equal(tf.shape(x)[-1], size, message=(
-          f"{what} must have last dimension {size} (this flow's "
-          f"{'conditional_size' if what == 'conditional_input' else 'event_size'})"))
-      return tf.reshape(x, [-1, size])
+      message = (f"{what} must have last dimension {size} (this flow's "
+                 f"{'conditional_size' if what == 'conditional_input' else 'event_size'})")
+      checks = [tf.debugging.assert_rank_at_least(x, 1, message=message)]
+      with tf.control_dependencies(checks):
+        checks = [tf.debugging.assert_equal(tf.shape(x)[-1], size, message=message)]
+      with tf.control_dependencies(checks):
+        return tf.reshape(x, [-1, size])
 
     def kwargs(c):
       return {"conditional_input": rows(c[0], k, "conditional_input")} if c else {}
