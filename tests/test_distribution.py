@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tfp_realnvp import RealNVP, datasets, real_nvp_bijector
+from tfp_realnvp import RealNVP, datasets, fit, real_nvp_bijector
 from helpers import randomize_outputs
 
 tfd = tfp.distributions
@@ -192,6 +192,21 @@ def test_log_prob_of_earlier_samples_follows_changed_weights():
   flow.adapt(np.random.default_rng(0).normal(5.0, 2.0, size=(100, 2)))
   np.testing.assert_allclose(flow.bijector.inverse(x), flow.bijector.inverse(tf.identity(x)),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_sample_fit_evaluate_gives_the_trained_density():
+  """The issue's workflow: samples drawn before fit are scored by the trained flow."""
+  flow = RealNVP(2, num_couplings=2, hidden_units=(16,))
+  s = flow.sample(300, seed=(1, 2))
+  before = flow.log_prob(s).numpy()
+  inverse_before = flow.bijector.inverse(s).numpy()
+  fit(flow, datasets.moons(1000) * 3.0 + 5.0, steps=40, batch_size=100, progress=False)
+  after = flow.log_prob(s).numpy()
+  np.testing.assert_allclose(after, flow.log_prob(tf.identity(s)).numpy(), rtol=1e-5, atol=1e-5)
+  assert np.max(np.abs(after - before)) > 1.0
+  np.testing.assert_allclose(flow.bijector.inverse(s), flow.bijector.inverse(tf.identity(s)),
+                             rtol=1e-5, atol=1e-5)
+  assert np.max(np.abs(flow.bijector.inverse(s).numpy() - inverse_before)) > 0.1
 
 
 def test_clear_cache_drops_bijector_results():
