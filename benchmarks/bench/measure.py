@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import math
 import re
-import resource
 import sys
 import time
 
@@ -18,14 +17,8 @@ from benchmarks.bench import contestants, stats
 from benchmarks.bench.settings import GAP_THRESHOLDS, fit_defaults, fit_kwargs
 from tfp_realnvp import TrainingDiverged, datasets, fit
 
-__all__ = ["rss_mb", "log", "train_run", "sweep", "model_figures", "machine_flops",
+__all__ = ["log", "train_run", "sweep", "model_figures", "machine_flops",
            "forward_matmul_flops", "executed_matmul_flops"]
-
-
-def rss_mb() -> float:
-  """Peak resident set size of this process so far, in MiB (Linux: ru_maxrss in KiB)."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 def log(name: str, message: str) -> None:

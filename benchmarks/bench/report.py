@@ -53,7 +53,8 @@ NOTES = {
     "peak_memory": (
         "peak_rss_mb: ru_maxrss of the model's own process after its first training run "
         "(TF runtime, data, one fit); process_peak_rss_mb: at the end of the process "
-        "(all runs, the throughput batches); rss_after_import_mb: after importing TF."),
+        "(all runs, the throughput batches); rss_after_import_mb: after importing TF, TFP "
+        "and tfp_realnvp."),
     "throughput": (
         "points per second of log_prob and of sample on throughput_points points in one "
         "call, tf.function with XLA and without (graph); median of throughput_repeats "

@@ -12,15 +12,22 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import time
 
 from benchmarks.bench.settings import WORKERS, BenchSettings, fit_defaults
 
-__all__ = ["worker_main", "run_worker"]
+__all__ = ["worker_main", "run_worker", "rss_mb"]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the repository: benchmarks/ and tfp_realnvp/
+
+
+def rss_mb() -> float:
+  """Peak resident set size of this process so far, in MiB (Linux: ru_maxrss in KiB)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 class _Phases:
@@ -47,7 +54,8 @@ def worker_main(worker: str, settings: BenchSettings, result_path: pathlib.Path)
   from tfp_realnvp.files import atomic_write_json
 
   tf.get_logger().setLevel("ERROR")
-  result = {"worker": worker, "rss_after_import_mb": measure.rss_mb()}
+  # After importing TensorFlow, TFP and tfp_realnvp, as when the harness was in the package.
+  result = {"worker": worker, "rss_after_import_mb": rss_mb()}
   phases = _Phases()
   sets = contestants.fixed_sets(settings)
   result["oracle_val_nll"], result["oracle_test_nll"] = sets[2], sets[3]
@@ -61,7 +69,7 @@ def worker_main(worker: str, settings: BenchSettings, result_path: pathlib.Path)
                  lr, batch, settings.training.steps, sets)
     # Peak memory of the process after its first training run: the TF runtime, the data,
     # one model trained with its compiled step (later runs and phases add their graphs).
-    result.setdefault("rss_after_first_run_mb", measure.rss_mb())
+    result.setdefault("rss_after_first_run_mb", rss_mb())
     return run
 
   def contestant(name, lr, runs):
@@ -83,7 +91,7 @@ def worker_main(worker: str, settings: BenchSettings, result_path: pathlib.Path)
   result["model"] = measure.model_figures(worker, settings, make, batch, phases)
   result["phase_seconds"] = phases.seconds
   result["fit_defaults"] = fit_defaults()
-  result["peak_rss_mb"] = measure.rss_mb()
+  result["peak_rss_mb"] = rss_mb()
   atomic_write_json(result_path, result, indent=1)
 
 
