@@ -422,3 +422,24 @@ def test_property_invertibility_and_log_det_consistency(event_size, batch_shape,
   assert forward_ldj.shape == tuple(batch_shape)
   np.testing.assert_allclose(forward_ldj, -inverse_ldj, atol=1e-9)
   assert np.all(np.isfinite(forward_ldj))
+
+
+def test_options_are_the_flow_options_with_tuned_defaults():
+  import json  # pylint: disable=import-outside-toplevel
+  from tfp_realnvp.options import FlowOptions  # pylint: disable=import-outside-toplevel
+  flow = RealNVP(2)
+  assert flow.options == FlowOptions() and flow.num_couplings == 16
+  small = RealNVP(3, num_couplings=2, hidden_units=[8], coupling="spline", seed=4)
+  assert small.options == FlowOptions(num_couplings=2, hidden_units=(8,), coupling="spline")
+  assert json.loads(json.dumps(small.config)) == small.config
+  assert set(small.config) == {
+      "event_size", "num_couplings", "hidden_units", "activation", "permutation",
+      "log_scale_bound", "conditional_size", "coupling", "spline_bins", "spline_bound",
+      "actnorm", "seed", "dtype", "validate_args", "name"}
+  assert small.config["hidden_units"] == [8] and small.config["dtype"] == "float32"
+  rebuilt = RealNVP(**small.config)
+  assert rebuilt.options == small.options
+  with pytest.raises(TypeError, match=r"unexpected options \['num_coupling'\].*num_couplings"):
+    RealNVP(2, num_coupling=3)
+  with pytest.raises(TypeError):
+    RealNVP(2, 4)  # options are keywords only
