@@ -10,6 +10,10 @@ the flow's weights are the joint's ``trainable_variables``, so the prior can be
 fit through the joint's own ``log_prob``: here on pairs ``(z, x)`` with ``z``
 from the two moons.
 
+A conditional flow is a likelihood ``p(x | theta)`` through
+``flow.condition(c)``, a TFP distribution whose batch shape is that of ``c``
+(see :func:`conditional_likelihood_model`).
+
 Run:  python examples/joint_distribution.py --steps 3000
 """
 
@@ -45,6 +49,17 @@ def coroutine_model(prior, sigma: float) -> tfd.JointDistributionCoroutine:
     yield likelihood(z, sigma)
 
   return tfd.JointDistributionCoroutine(model)
+
+
+def conditional_likelihood_model(flow) -> tfd.JointDistributionCoroutineAutoBatched:
+  """``theta ~ N(0, 1)``, ``x | theta ~ flow(. | c = theta)``: a conditional flow
+  (``conditional_size=1``) as the likelihood of a parameter."""
+  @tfd.JointDistributionCoroutineAutoBatched
+  def model():
+    theta = yield tfd.Normal(0.0, 1.0, name="theta")
+    yield flow.condition(theta[..., None], name="x")
+
+  return model
 
 
 def run(*, n: int = 10000, steps: int = 3000, batch_size: int = 256, sigma: float = 0.1,
@@ -85,6 +100,11 @@ def run(*, n: int = 10000, steps: int = 3000, batch_size: int = 256, sigma: floa
   initial_nll = joint_nll()
   losses = [float(train(tf.constant(min(100, steps - i)))) for i in range(0, steps, 100)]
 
+  likelihood_flow = tfp_realnvp.RealNVP(2, num_couplings=2, hidden_units=(16,),
+                                        conditional_size=1)
+  conditional = conditional_likelihood_model(likelihood_flow)
+  theta_x = conditional.sample(5, seed=seed)
+
   z_test = moons(4000, noise=noise, seed=seed + 1)
   draws = joint.sample(5, seed=(seed, 3))
   draws_c = joint_c.sample(5, seed=(seed, 3))
@@ -100,6 +120,8 @@ def run(*, n: int = 10000, steps: int = 3000, batch_size: int = 256, sigma: floa
       "log_prob_decomposition_error": check,
       "sequential_vs_coroutine_log_prob_error": float(tf.reduce_max(tf.abs(
           joint.log_prob(draws) - joint_c.log_prob(tuple(draws))))),
+      "conditional_sample_shapes": [list(t.shape) for t in theta_x],
+      "conditional_log_prob_shape": list(conditional.log_prob(theta_x).shape),
       "num_trainable_variables": len(joint.trainable_variables),
       "num_trainable_variables_coroutine": len(joint_c.trainable_variables),
       "prior": prior, "joint": joint, "joint_coroutine": joint_c,
@@ -120,6 +142,8 @@ def main(argv=None) -> dict:
         f"coroutine {r['coroutine_sample_shapes']}")
   print(f"joint.log_prob == prior.log_prob(z) + Normal(z, sigma).log_prob(x): "
         f"max error {r['log_prob_decomposition_error']:.2e}")
+  print(f"conditional flow as a likelihood p(x | theta): sample shapes "
+        f"{r['conditional_sample_shapes']}, log_prob shape {r['conditional_log_prob_shape']}")
   print(f"sequential vs coroutine log_prob: max error "
         f"{r['sequential_vs_coroutine_log_prob_error']:.2e}")
   print(f"trainable variables reachable from the joints: {r['num_trainable_variables']} "
