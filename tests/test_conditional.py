@@ -191,8 +191,18 @@ def test_condition_is_a_batched_distribution_sharing_the_weights(flow, cond):
     total = tf.reduce_sum(flow.condition(cond).log_prob(x))
   grad = tape.gradient(total, cond)
   assert grad is not None and np.all(np.isfinite(grad)) and np.any(grad.numpy() != 0)
+  # a tf.Variable condition is read at each call; integer one-hot conditions are cast
+  variable = tf.Variable(cond)
+  bound = flow.condition(variable)
+  variable.assign(cond + 1.0)
+  np.testing.assert_allclose(bound.log_prob(x), flow.log_prob(x, conditional_input=cond + 1.0))
+  onehot = np.eye(K, dtype=np.int64)[[0, 1, 2, 0, 1]]
+  np.testing.assert_allclose(flow.condition(onehot).log_prob(x),
+                             flow.log_prob(x, conditional_input=onehot.astype(np.float32)))
   with pytest.raises(ValueError, match="not conditional"):
     tfp_realnvp.RealNVP(2, num_couplings=1, hidden_units=(4,)).condition(cond)
+  with pytest.raises(ValueError, match=r"conditional_input must have shape \[\.\.\., 3\]"):
+    flow.condition(tf.zeros([5, 2]))
 
 
 def _likelihood_flow():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import tensor_util
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -54,7 +55,9 @@ class ConditionedRealNVP(tfd.Distribution):
     parameters = dict(locals())
     with tf.name_scope(name) as name_scope:
       self._flow = flow
-      self._conditional_input = tf.convert_to_tensor(conditional_input, dtype=flow.dtype)
+      # A tf.Variable condition stays a reference, read at each call.
+      self._conditional_input = tensor_util.convert_nonref_to_tensor(
+          conditional_input, dtype=flow.dtype)
       super().__init__(dtype=flow.dtype, reparameterization_type=flow.reparameterization_type,
                        validate_args=validate_args, allow_nan_stats=True,
                        parameters=parameters, name=name_scope.rstrip("/") or name)

@@ -363,8 +363,8 @@ class RealNVP(_td._TransformedDistribution):
     if not self.conditional_size:
       raise ValueError(f"{self.name} is not conditional (conditional_size=0); "
                        "condition() binds the condition of a conditional flow")
-    return ConditionedRealNVP(self, self._check_condition(conditional_input),
-                              validate_args=self.validate_args,
+    self._check_condition(conditional_input)
+    return ConditionedRealNVP(self, conditional_input, validate_args=self.validate_args,
                               name=name or f"{self.name}_conditioned")
 
   def _no_closed_form(self, what: str):
