@@ -1,7 +1,6 @@
 """ActNorm: data initialization, conditional adapt, an affine map for TFP."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from bijector_checks import check_bijector, points, randomize, tol
+from bijector_checks import check_bijector, points, randomize
 from helpers import randomize_outputs
 from tfp_realnvp import RealNVP, ShiftAndLogScale, networks, real_nvp_bijector
 from tfp_realnvp.couplings import COUPLINGS, FusedRealNVP, coupling_factory

@@ -26,6 +26,9 @@ RUNS = {
     "eight_schools.py": (
         ["--steps", "40", "--num-couplings", "2", "--hidden-units", "8", "--eval-samples", "2000"],
         ["fit_surrogate_posterior: 40 steps", "ELBO =", "avg_effect", "school_effects[7]"]),
+    "custom_training_loop.py": (
+        ["--steps", "30", "--num-couplings", "2", "--hidden-units", "8"],
+        ["test NLL with normalization:", "test NLL without normalization:"]),
     "keras_conditional.py": (
         ["--n-train", "1000", "--epochs", "1", "--batch-size", "200", "--num-couplings", "2"],
         ["model.fit: 1 epochs", "true conditional NLL", "predicted std"]),

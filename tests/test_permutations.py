@@ -1,7 +1,6 @@
 """Permutations: reverse, random (seeded, checkpointed) and the learned LU map."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 

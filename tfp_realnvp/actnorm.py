@@ -1,13 +1,9 @@
-"""Activation normalization (Glow): a learned per-dimension affine map.
+"""Activation normalization (Glow): ``y = x * exp(log_scale) + shift`` per dimension.
 
-    y = x * exp(log_scale) + shift,    log|det dy/dx| = sum(log_scale).
-
-``shift`` and ``log_scale`` are trainable variables, zero at construction
-(the identity).  Data-dependent initialization (Kingma & Dhariwal, 2018) sets
-them so that the data, pushed through the flow in the normalizing (inverse)
-direction, leaves each :class:`ActNorm` with zero mean and unit variance per
-dimension: :func:`initialize_actnorm` does this for every ``ActNorm`` of a
-chain, and ``RealNVP.adapt`` calls it.
+The trainable ``shift`` and ``log_scale`` start at zero (the identity);
+:func:`initialize_actnorm` sets them from data (Kingma & Dhariwal, 2018) so
+that what leaves each :class:`ActNorm` in the normalizing (inverse) direction
+has zero mean and unit variance per dimension.  ``RealNVP.adapt`` calls it.
 """
 
 from __future__ import annotations
@@ -24,16 +20,9 @@ __all__ = ["ActNorm", "initialize_actnorm", "actnorm_layers"]
 class ActNorm(tfb.Bijector):
   """Per-dimension ``y = x * exp(log_scale) + shift`` with trainable parameters.
 
-  Event shape ``[event_size]`` (``forward_min_event_ndims=1``): the
-  log-determinant sums over the event and has the batch shape of ``x``.  The
-  map is affine, so it declares ``is_constant_jacobian=True`` as TFP's
-  ``Shift``/``Scale`` do.
-
-  Args:
-    event_size: dimensions of an event.
-    dtype: dtype of the variables.
-    validate_args: TFP argument checks.
-    name: name of the bijector.
+  Event shape ``[event_size]``; ``log|det J| = sum(log_scale)``, broadcast to
+  the batch shape of ``x``.  Affine, so ``is_constant_jacobian=True`` as for
+  TFP's ``Shift``/``Scale``.  ``dtype``, ``validate_args``, ``name``: TFP's.
   """
 
   def __init__(self, event_size: int, dtype=tf.float32, validate_args: bool = False,
@@ -83,8 +72,7 @@ def actnorm_layers(chain: tfb.Chain) -> list[ActNorm]:
   return [b for b in chain.bijectors if isinstance(b, ActNorm)]
 
 
-def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = None, *,
-                       conditional_input=None) -> int:
+def initialize_actnorm(chain: tfb.Chain, data, *, conditional_input=None) -> int:
   """Data-initializes every :class:`ActNorm` of ``chain``.
 
   Pushes ``data`` (shape ``[n, event_size]``, in the units the chain's
@@ -93,13 +81,10 @@ def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = No
   applies it.
 
   Args:
-    chain: a ``tfb.Chain`` (e.g. ``RealNVP.flow_bijector``).
+    chain: a chain, e.g. of :func:`~tfp_realnvp.bijectors.real_nvp_bijector`.
     data: the points to normalize.
-    bijector_kwargs: per-bijector keyword arguments by name (such as
-      ``{"coupling_0": {"conditional_input": c}}``).
     conditional_input: the condition of a conditional chain (a
-      :class:`~tfp_realnvp.bijectors.ConditionalChain` routes it to its
-      couplings), instead of ``bijector_kwargs``.
+      :class:`~tfp_realnvp.bijectors.ConditionalChain`, which routes it).
 
   Returns:
     The number of layers initialized.
@@ -107,9 +92,7 @@ def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = No
   layers = actnorm_layers(chain)
   if not layers:
     return 0
-  if conditional_input is not None:
-    bijector_kwargs = chain.member_kwargs(conditional_input=conditional_input)
-  bijector_kwargs = bijector_kwargs or {}
+  kwargs = {} if conditional_input is None else chain.member_kwargs(conditional_input)
   z = tf.convert_to_tensor(np.asarray(data), dtype=layers[0].shift.dtype)
   count = 0
   # Chain([b0, b1, ...]).inverse applies b0.inverse first.
@@ -117,5 +100,5 @@ def initialize_actnorm(chain: tfb.Chain, data, bijector_kwargs: dict | None = No
     if isinstance(bijector, ActNorm):
       bijector.initialize_from(z.numpy())
       count += 1
-    z = bijector.inverse(z, **bijector_kwargs.get(bijector.name, {}))
+    z = bijector.inverse(z, **kwargs.get(bijector.name, {}))
   return count

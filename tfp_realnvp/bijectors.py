@@ -128,23 +128,17 @@ def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *, se
                       **overrides) -> ConditionalChain:
   """A :class:`ConditionalChain` of couplings and permutations.
 
-  The chain maps base (latent) space to data space in ``forward``.  Each
-  coupling keeps ``event_size // 2`` coordinates and transforms the others;
-  between couplings a permutation reorders the coordinates (``"reverse"``,
-  which makes consecutive couplings alternate halves; ``"random"``, drawn from
-  ``seed`` and checkpointed; ``"lu"``, a learned ``tfb.ScaleMatvecLU``
-  starting as the reversal).  With ``actnorm`` an
-  :class:`~tfp_realnvp.actnorm.ActNorm` named ``actnorm_i`` sits between
-  coupling ``i`` and the next permutation.  Every built-in option is the
-  identity at initialization.  ``coupling`` is a name of ``COUPLINGS`` or a
-  factory (see :mod:`tfp_realnvp.couplings` for its signature).
-
-  With ``conditional_size > 0``, ``forward``/``inverse`` and the
-  log-determinants take ``conditional_input=`` (routed to every coupling).
-  Event shape ``[event_size]``; inputs may have any batch shape.  No built-in
-  chain declares ``is_constant_jacobian`` (not even an additive one, whose
-  Jacobian determinant alone is constant), so ``TransformedDistribution``
-  never takes the flow for an affine map.
+  ``forward`` maps latent to data space.  Each coupling keeps
+  ``event_size // 2`` coordinates and transforms the others (``coupling``: a
+  name of ``COUPLINGS`` or a factory, see :mod:`tfp_realnvp.couplings`); a
+  permutation follows (``"reverse"``: consecutive couplings alternate halves;
+  ``"random"``: drawn from ``seed``, checkpointed; ``"lu"``: learned), and
+  with ``actnorm`` an :class:`~tfp_realnvp.actnorm.ActNorm` before it.  The
+  built-in options start as the identity.  With ``conditional_size > 0`` the
+  transforms and log-dets take ``conditional_input=``.  Inputs have any batch
+  shape.  No built-in chain declares ``is_constant_jacobian`` (an additive
+  one has a constant determinant, not a constant Jacobian), so TFP never
+  takes the flow for an affine map in ``mean()``/``covariance()``.
 
   Example:
 
@@ -159,13 +153,10 @@ def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *, se
   ```
 
   Args:
-    event_size: number of dimensions of an event, at least 2.
-    options: a :class:`~tfp_realnvp.options.FlowOptions` (default: the tuned
-      defaults).
+    event_size: dimensions of an event, at least 2.
+    options: a :class:`~tfp_realnvp.options.FlowOptions` (default: tuned).
     seed: seed of the random permutations.
-    dtype: dtype of the networks.
-    validate_args: turn on TFP's argument checks in every bijector.
-    name: name of the chain.
+    dtype, validate_args, name: TFP's conventions, for every bijector.
     **overrides: ``FlowOptions`` fields replacing those of ``options``.
 
   Returns:
@@ -177,7 +168,7 @@ def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *, se
       or event_size < 2:
     raise ValueError(f"event_size must be an integer >= 2, got {event_size!r}")
   event_size = int(event_size)
-  base = {} if options is None else options.as_dict()
+  base = {} if options is None else vars(options)  # (not as_dict: no deep copy of a factory)
   options = FlowOptions.from_kwargs({**base, **overrides}, where="real_nvp_bijector")
   factory = coupling_factory(options.coupling)
   common = dict(dtype=dtype, validate_args=validate_args)

@@ -32,6 +32,8 @@ bijector acts on events of size ``num_masked + num_transformed``; with
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -47,18 +49,13 @@ __all__ = ["COUPLINGS", "FusedRealNVP", "SplineCouplingFn", "affine_coupling",
 class FusedRealNVP(tfb.RealNVP):
   """A drop-in ``tfb.RealNVP`` that evaluates its network once per pair.
 
-  TFP's ``tfb.RealNVP`` calls its network once in ``_inverse`` and again in
-  ``_inverse_log_det_jacobian``, so ``log_prob`` evaluates it twice; XLA
-  merges the two forward computations but not their gradients.  This class
-  computes the transform and its log-det from one network call and stores the
-  log-det in the bijector cache (as TFP's ``tfb.FFJORD`` does), where
-  ``inverse_log_det_jacobian``/``forward_log_det_jacobian`` look first.  Same
-  constructor, results and variables (so the same checkpoint layout) as
-  ``tfb.RealNVP``; a log-det asked for alone is computed as there.
-
-  As with every TFP bijector cache, a result is reused for the same input
-  tensor object: in eager mode, call the transform inside the
-  ``tf.GradientTape`` that differentiates it.
+  ``tfb.RealNVP`` calls its network in ``_inverse`` and again in
+  ``_inverse_log_det_jacobian`` (XLA merges the forward passes, not their
+  gradients).  Here the transform also computes its log-det and stores it in
+  the bijector cache (as ``tfb.FFJORD`` does), where the log-det methods look
+  first.  Same constructor, results and variables as ``tfb.RealNVP``.  As
+  with any TFP cache, a result is reused for the same input tensor: in eager
+  mode, call the transform inside the ``tf.GradientTape`` that differentiates it.
   """
 
   def _split(self, x):
@@ -135,12 +132,8 @@ def affine_coupling(num_masked: int, num_transformed: int, *, options: FlowOptio
                       validate_args=validate_args, name=name)
 
 
-def additive_coupling(num_masked: int, num_transformed: int, *, options: FlowOptions,
-                      dtype=tf.float32, validate_args: bool = False,
-                      name: str = "coupling") -> tfb.RealNVP:
-  """``y1 = x1 + t(x0)``: volume-preserving (NICE), not affine in ``x``."""
-  return affine_coupling(num_masked, num_transformed, options=options, dtype=dtype,
-                         validate_args=validate_args, name=name, shift_only=True)
+#: ``y1 = x1 + t(x0)``: volume-preserving (NICE), not affine in ``x``.
+additive_coupling = functools.partial(affine_coupling, shift_only=True)
 
 
 def spline_coupling(num_masked: int, num_transformed: int, *, options: FlowOptions,

@@ -149,9 +149,9 @@ def _check_replaceable(out_dir: pathlib.Path, overwrite: bool) -> None:
 def _start(config, out_dir, staging, overwrite, resume) -> TrainConfig:
   """Checks the run may be written (and continued); returns its resolved config."""
   if resume:
-    saved = load_run_config(out_dir)
-    if out_dir.exists() and not overwrite:
+    if out_dir.exists() and not staging.exists():
       raise FileExistsError(f"{out_dir} is already complete; there is nothing to resume")
+    saved = load_run_config(out_dir)
     if config is not None and config.resolved() != saved.resolved():
       raise ValueError(f"--resume continues the interrupted run with its own settings; they "
                        f"differ from the ones given: {saved}")

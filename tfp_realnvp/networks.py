@@ -1,24 +1,17 @@
 """The coupling networks: one perceptron, two heads.
 
-A coupling splits an event ``x = (x0, x1)`` and transforms ``x1`` elementwise
-with parameters computed from ``x0`` (and an optional condition ``c``).
-:class:`MLP` is that computation, ``raw = MLP([x0, c])``: dense hidden layers
-and a zero-initialized output layer (so every coupling starts as the
-identity), for inputs of any batch shape.  The heads map ``raw`` to the
-transform's parameters:
+A coupling transforms ``x1`` elementwise with parameters computed from the
+kept half ``x0`` (and a condition ``c``).  :class:`MLP` computes
+``raw = MLP([x0, c])`` (zero-initialized output layer: every coupling starts
+as the identity); its heads map ``raw`` to parameters: :class:`ShiftAndLogScale`
+(affine: shift ``t`` and log-scale ``s = b * tanh(raw / b)``, which stays in
+``(-b, b)``; shift only for additive) and :class:`SplineParameters` (bin
+widths, heights and knot slopes of a rational-quadratic spline).
 
-* :class:`ShiftAndLogScale` (affine coupling ``y1 = x1 * exp(s) + t``): the
-  shift ``t`` and the softly bounded log-scale ``s = b * tanh(raw / b)`` (near
-  zero the identity, ``|s| < b`` always, so one bad step cannot make the
-  Jacobian explode); shift only for an additive coupling.
-* :class:`SplineParameters` (rational-quadratic spline, Durkan et al. 2019):
-  bin widths, bin heights and interior knot slopes.
-
-Inputs are clipped to ``[-1e4, 1e4]`` (normalized units) before the first
-layer and an unbounded log-scale to ``[-30, 30]``: far outside anything a
-trained flow sees, these keep every output finite for a finite input, so that
-a density is never NaN (an input of ``1e33`` would otherwise overflow the
-hidden layers into ``inf - inf``).
+Inputs are clipped to ``[-1e4, 1e4]`` (normalized units) and an unbounded
+log-scale to ``[-30, 30]``: far beyond what a trained flow sees, this keeps
+every output finite for a finite input, so a density is never NaN (``1e33``
+would otherwise overflow the hidden layers into ``inf - inf``).
 """
 
 from __future__ import annotations
@@ -35,24 +28,19 @@ INPUT_LIMIT = 1e4
 UNBOUNDED_LOG_SCALE_LIMIT = 30.0
 
 
-def _check_units(label: str, value, allow_none: bool = True):
-  if value is None and allow_none:
-    return None
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{label} must be a positive integer{' or None' * allow_none}, "
-                     f"got {value!r}")
-  return int(value)
+def _units(label: str, value):
+  if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+    raise ValueError(f"{label} must be a positive integer, got {value!r}")
+  return None if value is None else int(value)
 
 
 class MLP(tf_keras.layers.Layer):
   """``raw = W_out h_L + b_out``, ``h_i = act(W_i h_{i-1} + b_i)``, ``h_0 = [x, c]``.
 
-  ``x`` has shape ``batch_shape + [input_units]`` (any batch shape); the
-  condition ``c`` (``conditional_size > 0``) broadcasts against it and is
-  concatenated to it.  ``raw`` has ``raw_per_output * output_units`` entries;
-  the output layer starts at zero.  With ``input_units`` known, the weights
-  exist after the constructor; otherwise at the first call.  The heads
-  (subclasses) map ``raw`` to a transform's parameters.
+  ``x``: ``batch_shape + [input_units]`` (any batch shape); ``c``
+  (``conditional_size > 0``) broadcasts against it.  ``raw`` has
+  ``raw_per_output * output_units`` entries, zero at initialization.  With
+  ``input_units`` given the weights exist now, otherwise at the first call.
 
   Example:
 
@@ -62,16 +50,12 @@ class MLP(tf_keras.layers.Layer):
   ```
 
   Args:
-    hidden_units: widths of the hidden layers.
-    activation: activation of the hidden layers (any Keras activation).
-    input_units: size of ``x``; if given, the weights are built now.
-    output_units: number of transformed coordinates (defaults to
-      ``input_units``).
+    hidden_units, activation, kernel_initializer: the hidden layers.
+    input_units: size of ``x`` (``None``: known at the first call).
+    output_units: transformed coordinates (default ``input_units``).
     raw_per_output: raw outputs per transformed coordinate.
-    conditional_size: size of the conditioning vector, 0 for none.
-    kernel_initializer: initializer of the hidden layers.
-    dtype: dtype of the weights and outputs.
-    name: layer name.
+    conditional_size: size of the condition, 0 for none.
+    dtype, name: of the layer.
   """
 
   def __init__(self, hidden_units: Sequence[int] = (128, 128), activation="relu", *,
@@ -90,9 +74,9 @@ class MLP(tf_keras.layers.Layer):
     self.hidden_units = hidden_units
     self.activation = tf_keras.activations.get(activation)
     self._activation_config = activation if isinstance(activation, str) else None
-    self.input_units = _check_units("input_units", input_units)
-    self.output_units = _check_units("output_units", output_units) or self.input_units
-    self.raw_per_output = _check_units("raw_per_output", raw_per_output, allow_none=False)
+    self.input_units = _units("input_units", input_units)
+    self.output_units = _units("output_units", output_units) or self.input_units
+    self.raw_per_output = _units("raw_per_output", raw_per_output)
     self.conditional_size = conditional_size
     self.kernel_initializer = kernel_initializer
     if self.input_units is not None:
@@ -120,9 +104,7 @@ class MLP(tf_keras.layers.Layer):
         layer.build((None, in_dim))
     self.built = True
 
-  def build(self, input_shape):
-    # The output size may only arrive with the call (tfb.RealNVP passes it),
-    # so an unsized network is built at its first call, not here.
+  def build(self, input_shape):  # an unsized network is built at its first call
     self.built = True
 
   def _inputs(self, x, output_units, conditional_input):
@@ -198,8 +180,7 @@ class ShiftAndLogScale(MLP):
 
   Args:
     hidden_units, activation, input_units, output_units, conditional_size,
-      kernel_initializer, dtype, name: as for :class:`MLP` (``output_units``
-      is the size of ``x1``).
+      kernel_initializer, dtype, name: as for :class:`MLP`.
     log_scale_bound: ``b``; ``None`` leaves the log-scale unbounded (but
       clipped to ``[-30, 30]`` so that ``exp(s)`` stays finite).
     shift_only: emit ``log_scale = None`` (a volume-preserving, NICE-style
@@ -227,34 +208,23 @@ class ShiftAndLogScale(MLP):
   def get_config(self) -> dict:
     config = dict(super().get_config(), log_scale_bound=self.log_scale_bound,
                   shift_only=self.shift_only)
-    del config["raw_per_output"]
-    return config
+    return {k: v for k, v in config.items() if k != "raw_per_output"}
 
 
 class SplineParameters(MLP):
-  """The :class:`MLP` head of a rational-quadratic spline coupling.
+  """The :class:`MLP` head of a rational-quadratic spline on ``[-bound, bound]``.
 
-  For each of the ``output_units`` transformed coordinates it emits
-  ``3 * num_bins - 1`` raw numbers, mapped to the arguments of
-  ``tfb.RationalQuadraticSpline`` on ``[-bound, bound]``:
-
-  * bin widths and heights: ``2 * bound * (m + (1 - num_bins * m) * softmax(raw))``
-    with ``m = min_bin_fraction``: each bin covers at least a fraction ``m``
-    of the interval and they sum to ``2 * bound``;
-  * interior knot slopes: ``min_slope + softplus(raw + k)`` with ``k`` such
-    that ``raw = 0`` gives slope 1.
-
-  At initialization (``raw = 0``) the bins are equal and every slope is 1: the
-  spline is the identity (as it is outside ``[-bound, bound]``).
-
-  Called as ``net(x0, output_units, conditional_input=None) -> (bin_widths,
-  bin_heights, knot_slopes)`` of shapes ``batch_shape + [output_units,
-  num_bins]`` (twice) and ``batch_shape + [output_units, num_bins - 1]``.
+  ``net(x0, output_units, conditional_input=None) -> (bin_widths, bin_heights,
+  knot_slopes)``, shapes ``batch_shape + [output_units, num_bins]`` (twice) and
+  ``[..., num_bins - 1]``, the arguments of ``tfb.RationalQuadraticSpline``:
+  widths and heights ``2 * bound * (m + (1 - num_bins * m) * softmax(raw))``
+  (each bin at least a fraction ``m`` of the interval), slopes
+  ``min_slope + softplus(raw + k)`` with slope 1 at ``raw = 0``.  At
+  initialization the bins are equal and the slopes 1: the identity.
 
   Args:
-    hidden_units, activation, input_units, output_units, conditional_size,
-      kernel_initializer, dtype, name: as for :class:`MLP` (``input_units``
-      is required).
+    hidden_units, activation, input_units (required), output_units,
+      conditional_size, kernel_initializer, dtype, name: as for :class:`MLP`.
     num_bins: number of spline bins, at least 2.
     bound: half-width of the interval the spline acts on.
     min_bin_fraction: smallest bin width/height as a fraction of the interval.
@@ -264,15 +234,13 @@ class SplineParameters(MLP):
   def __init__(self, hidden_units: Sequence[int] = (128, 128), activation="relu", *,
                input_units: int, num_bins: int = 8, bound: float = 4.0,
                min_bin_fraction: float = 1e-3, min_slope: float = 1e-3, **kwargs):
-    _check_units("input_units", input_units, allow_none=False)
     if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
       raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
     if not (isinstance(bound, (int, float)) and np.isfinite(bound) and bound > 0):
       raise ValueError(f"bound must be a positive finite number, got {bound!r}")
-    if not 0.0 <= min_bin_fraction < 1.0 / num_bins:
-      raise ValueError(f"min_bin_fraction must be in [0, 1/num_bins), got {min_bin_fraction!r}")
-    if not 0.0 <= min_slope < 1.0:
-      raise ValueError(f"min_slope must be in [0, 1), got {min_slope!r}")
+    if not (0.0 <= min_bin_fraction < 1.0 / num_bins and 0.0 <= min_slope < 1.0):
+      raise ValueError("min_bin_fraction must be in [0, 1/num_bins) and min_slope in [0, 1), "
+                       f"got {min_bin_fraction!r} and {min_slope!r}")
     super().__init__(hidden_units, activation, input_units=input_units,
                      raw_per_output=3 * num_bins - 1, **kwargs)
     self.num_bins, self.bound = int(num_bins), float(bound)
@@ -294,5 +262,4 @@ class SplineParameters(MLP):
   def get_config(self) -> dict:
     config = dict(super().get_config(), num_bins=self.num_bins, bound=self.bound,
                   min_bin_fraction=self.min_bin_fraction, min_slope=self.min_slope)
-    del config["raw_per_output"]
-    return config
+    return {k: v for k, v in config.items() if k != "raw_per_output"}

@@ -5,9 +5,8 @@ need a step that reorders (or mixes) coordinates:
 
 * ``"reverse"``: reverse the order, so consecutive couplings alternate halves;
 * ``"random"``: a fixed random permutation drawn from a seed, held in a
-  non-trainable ``tf.Variable`` so that it is part of the checkpointed state
-  (a checkpoint restored into a flow built with another seed gives back the
-  same permutation);
+  non-trainable ``tf.Variable``: checkpointed state, so a restore into a flow
+  built with another seed gives back the same permutation;
 * ``"lu"``: a learned invertible linear map ``y = W x`` (Glow's 1x1
   convolution, Kingma & Dhariwal 2018) as ``tfb.ScaleMatvecLU``, with
   ``W = P L U``, ``P`` the reversal, ``L`` unit lower triangular and ``U``

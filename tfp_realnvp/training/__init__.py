@@ -1,9 +1,15 @@
-"""Maximum-likelihood training of any TFP distribution: :func:`fit` and its parts."""
+"""Maximum-likelihood training of any TFP distribution.
 
-from tfp_realnvp.training.loop import History, TrainingDiverged, fit
+:func:`fit` (``loop``) is the entry point; its parts each have a module:
+``data`` (input checks, validation split, ``tf.data`` pipeline), ``step``
+(the compiled step: non-finite skip, rollback, ``tf.distribute``),
+``optimizer`` (:func:`default_optimizer`), ``averaging`` (the weight
+average), ``checkpoints`` (:class:`History` and resumable checkpoints) and
+``summaries`` (progress bar and TensorBoard).
+"""
+
+from tfp_realnvp.training.checkpoints import History
+from tfp_realnvp.training.loop import TrainingDiverged, fit
 from tfp_realnvp.training.optimizer import default_optimizer
 
 __all__ = ["fit", "History", "TrainingDiverged", "default_optimizer"]
-
-# Transitional: experiment.py still imports this name; remove once it uses tfp_realnvp.files.
-from tfp_realnvp.files import atomic_write_text as _atomic_write_text  # noqa: E402,F401
