@@ -111,7 +111,8 @@ def test_a_tf_data_dataset_trains_like_its_array(make):
                 validation_data=(x[:200],), progress=False)
   assert history.step == [20, 40] and np.all(np.isfinite(history.val_nll))
   assert flow.is_adapted
-  np.testing.assert_allclose(flow.loc.numpy(), x.mean(0), rtol=1e-4)
+  # (an endless dataset is adapted from a sample of it, not the whole array)
+  np.testing.assert_allclose(flow.loc.numpy(), x.mean(0), atol=2e-3)
 
 
 def test_a_dataset_of_points_and_conditions_and_epochs():

@@ -41,10 +41,11 @@ tfd = tfp.distributions
 __all__ = ["VI_FLOW_DEFAULTS", "build_realnvp_surrogate_posterior",
            "surrogate_posterior_from_flow", "one_dimensional_flow"]
 
-# Flow options for VI, chosen by measurement on Inference Gym targets
-# (benchmarks/vi/README.md): a smaller, shallower flow than the density
-# estimation defaults, and log-scales bounded far wider (Neal's funnel spans
-# a factor exp(+-4.5) in scale along its neck).
+# Flow options for VI: the flow of the first measurements (8 affine
+# couplings of (64, 64)), smaller than the density-estimation defaults, with
+# log-scales bounded far wider (Neal's funnel spans a factor exp(+-4.5) in
+# scale along its neck).  Not yet tuned by a benchmark sweep: see the README's
+# VI section for what was measured.
 VI_FLOW_DEFAULTS = dict(num_couplings=8, hidden_units=(64, 64), log_scale_bound=8.0)
 
 
