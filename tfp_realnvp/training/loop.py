@@ -223,28 +223,20 @@ def fit(distribution,
     if optimizer is None:
       optimizer = default_optimizer(total_steps, learning_rate=learning_rate)
     optimizer.build(variables)
+    lr_factor = learning_rate_factor(optimizer)
     average = WeightAverage(variables, ema_decay)
     best = [tf.Variable(v, trainable=False, name="best") for v in variables] \
         if data.x_val is not None and restore_best_weights else []
     train = TrainingSteps(
         iterator, batch_log_prob, variables, optimizer, batch_size=batch_size,
         strategy=strategy, after_apply=average.update, max_nonfinite_steps=max_nonfinite_steps,
-        lr_cut=nonfinite_learning_rate_factor, lr_factor=learning_rate_factor(optimizer),
+        lr_cut=nonfinite_learning_rate_factor, lr_factor=lr_factor,
         jit_compile=jit_compile and strategy is None, dtype=distribution.dtype)
   evaluate = _evaluator(batch_log_prob, data, average)
-  history, state = History(), {"best_val": math.inf, "epochs_since_best": 0, "elapsed": 0.0}
-  checkpoints = None
-  if checkpoint_dir is not None:
-    lr_factor = learning_rate_factor(optimizer)
-    checkpoints = Checkpoints(checkpoint_dir, dict(
-        variables=variables, optimizer=optimizer, lr_factor=lr_factor or [], best=best,
-        iterator=iterator, **average.checkpoint_state(),
-        distribution=distribution if isinstance(distribution, tf.Module) else []),
-        max_to_keep=max_checkpoints)
-    restored = checkpoints.restore()
-    if restored is not None:
-      history, saved = restored
-      state.update(saved)
+  checkpoints, history, state = _resume(checkpoint_dir, max_checkpoints, dict(
+      variables=variables, optimizer=optimizer, lr_factor=lr_factor or [], best=best,
+      iterator=iterator, **average.checkpoint_state(),
+      distribution=distribution if isinstance(distribution, tf.Module) else []))
   done = history.step[-1] if history.step else 0
   epoch = history.epoch[-1] if history.epoch else 0
   earlier_sessions, session_start = state["elapsed"], time.perf_counter()
@@ -296,6 +288,20 @@ def fit(distribution,
   _clear_cache(distribution)
   history.total_time = time.perf_counter() - start_time
   return history
+
+
+def _resume(checkpoint_dir, max_checkpoints, trackables):
+  """The run's checkpoints (``None`` without ``checkpoint_dir``), its history
+  and loop state: those of the newest complete checkpoint, if any."""
+  state = {"best_val": math.inf, "epochs_since_best": 0, "elapsed": 0.0}
+  if checkpoint_dir is None:
+    return None, History(), state
+  checkpoints = Checkpoints(checkpoint_dir, trackables, max_to_keep=max_checkpoints)
+  restored = checkpoints.restore()
+  if restored is None:
+    return checkpoints, History(), state
+  history, saved = restored
+  return checkpoints, history, {**state, **saved}
 
 
 def _variables(distribution, trainable_variables, strategy) -> list:
