@@ -19,7 +19,7 @@ import dataclasses
 import math
 import numbers
 
-__all__ = ["COUPLINGS", "PERMUTATIONS", "FlowOptions", "TrainingOptions", "option_help"]
+__all__ = ["COUPLINGS", "PERMUTATIONS", "FlowOptions", "TrainingOptions", "option_help", "is_int"]
 
 #: Coupling transforms by name (``coupling=`` may also be a factory, see ``couplings``).
 COUPLINGS = ("affine", "additive", "spline")
@@ -32,7 +32,8 @@ def _option(default, help_text: str, *, choices=None, cli: bool = True):
                            metadata={"help": help_text, "choices": choices, "cli": cli})
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+  """An integer, and not a bool (``True`` is an ``int`` in Python)."""
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -67,13 +68,13 @@ class FlowOptions:
     if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
       raise ValueError(f"hidden_units must be a sequence of positive integers, got {hidden!r}")
     hidden = tuple(hidden)
-    if not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
+    if not hidden or not all(is_int(h) and h >= 1 for h in hidden):
       raise ValueError(
           f"hidden_units must be a non-empty sequence of positive integers, got {hidden!r}")
     object.__setattr__(self, "hidden_units", tuple(int(h) for h in hidden))
     for name in ("num_couplings", "spline_bins", "conditional_size"):
       value, minimum = getattr(self, name), {"spline_bins": 2, "conditional_size": 0}.get(name, 1)
-      if not _is_int(value) or value < minimum:
+      if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
       object.__setattr__(self, name, int(value))
     if isinstance(self.coupling, str) and self.coupling not in COUPLINGS:

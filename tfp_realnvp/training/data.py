@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["TrainingData", "as_array", "event_size", "is_int", "prepare"]
+from tfp_realnvp.options import is_int
+
+__all__ = ["TrainingData", "as_array", "event_size", "prepare"]
 
 _ADAPT_ROWS = 65536  # rows of a dataset read for adapt() and the input checks
-
-
-def is_int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def event_size(distribution) -> int | None:

@@ -21,9 +21,10 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from tfp_realnvp.options import TRAINING_DEFAULTS as _D
+from tfp_realnvp.options import is_int
 from tfp_realnvp.training.averaging import WeightAverage
 from tfp_realnvp.training.checkpoints import Checkpoints, History
-from tfp_realnvp.training.data import event_size, is_int, prepare
+from tfp_realnvp.training.data import event_size, prepare
 from tfp_realnvp.training.optimizer import default_optimizer, learning_rate_factor
 from tfp_realnvp.training.step import TrainingSteps
 from tfp_realnvp.training.summaries import Reporter

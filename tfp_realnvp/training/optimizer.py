@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras
 
 from tfp_realnvp.options import TRAINING_DEFAULTS as _D
+from tfp_realnvp.options import is_int
 
 __all__ = ["default_optimizer", "ScaledLearningRate"]
 
@@ -59,10 +60,6 @@ def _check(name: str, value, ok: bool, expected: str) -> None:
 def _real(value) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool) \
       and math.isfinite(value)
-
-
-def _int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def default_optimizer(steps: int,
@@ -114,11 +111,11 @@ def default_optimizer(steps: int,
   Returns:
     A ``tf_keras.optimizers.Adam`` (or ``AdamW``).
   """
-  _check("steps", steps, _int(steps) and steps >= 1, "a positive integer")
+  _check("steps", steps, is_int(steps) and steps >= 1, "a positive integer")
   _check("learning_rate", learning_rate, _real(learning_rate) and learning_rate > 0,
          "a positive finite number")
   _check("schedule", schedule, schedule in _SCHEDULES, f"one of {_SCHEDULES}")
-  _check("warmup_steps", warmup_steps, _int(warmup_steps) and warmup_steps >= 0,
+  _check("warmup_steps", warmup_steps, is_int(warmup_steps) and warmup_steps >= 0,
          "an integer >= 0")
   _check("final_learning_rate_fraction", final_learning_rate_fraction,
          _real(final_learning_rate_fraction) and 0 <= final_learning_rate_fraction <= 1,
