@@ -9,6 +9,7 @@ import json
 import math
 import pathlib
 import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -72,10 +73,16 @@ class Checkpoints:
   complete (a kill mid-save leaves the previous one in place).  A save that
   fails for lack of disk space removes what it wrote and raises
   ``OSError(ENOSPC)`` naming the folder; the last good checkpoint stays.
+
+  Under a multi-worker strategy every worker restores from ``directory`` but
+  only the one that ``strategy.extended.should_checkpoint`` names (the chief)
+  writes there: the others (``writer=False``) still take part in each save,
+  as ``tf.distribute`` requires, into a temporary folder they then remove.
   """
 
-  def __init__(self, directory, trackables: dict, max_to_keep: int):
+  def __init__(self, directory, trackables: dict, max_to_keep: int, writer: bool = True):
     self.directory = pathlib.Path(directory)
+    self.writer = writer
     self.directory.mkdir(parents=True, exist_ok=True)
     self.checkpoint = tf.train.Checkpoint(**trackables)
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory),
@@ -100,6 +107,13 @@ class Checkpoints:
     return None
 
   def save(self, history: History, progress: dict) -> None:
+    if not self.writer:
+      scratch = tempfile.mkdtemp(prefix=".not-chief-", dir=self.directory)
+      try:
+        self.checkpoint.write(str(pathlib.Path(scratch) / "ckpt"))
+      finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+      return
     step = history.step[-1]
     name = f"ckpt-{step}"
     try:

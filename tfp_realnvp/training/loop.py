@@ -184,7 +184,9 @@ def fit(distribution,
     image_every: epochs between density images.
     strategy: a ``tf.distribute`` strategy.  Build the distribution under
       ``strategy.scope()``; each global batch is split across replicas and
-      the gradients are summed over them.
+      the gradients are summed over them.  With ``checkpoint_dir`` (a folder
+      every worker can read) only the chief writes checkpoints; every worker
+      resumes from them, at the data position of the step count.
     seed: seed of the validation split and of the shuffling.
     progress: show a ``tqdm`` progress bar (updated once a minute when its
       stream is not a terminal).
@@ -218,8 +220,9 @@ def fit(distribution,
       return distribution.log_prob(batch, **log_prob_kwargs)
     return distribution.log_prob(batch[0], conditional_input=batch[1], **log_prob_kwargs)
 
-  iterator = iter(data.dataset if strategy is None
-                  else strategy.experimental_distribute_dataset(data.dataset))
+  # Under a strategy the data position is the step count (the data order is
+  # seeded), as a distributed iterator cannot be checkpointed: see below.
+  iterator = iter(data.dataset) if strategy is None else None
   with strategy.scope() if strategy is not None else contextlib.nullcontext():
     if optimizer is None:
       optimizer = default_optimizer(total_steps, learning_rate=learning_rate)
@@ -236,9 +239,12 @@ def fit(distribution,
   evaluate = _evaluator(batch_log_prob, data, average)
   checkpoints, history, state = _resume(checkpoint_dir, max_checkpoints, dict(
       variables=variables, optimizer=optimizer, lr_factor=lr_factor or [], best=best,
-      iterator=iterator, **average.checkpoint_state(),
-      distribution=distribution if isinstance(distribution, tf.Module) else []))
+      iterator=iterator if strategy is None else [], **average.checkpoint_state(),
+      distribution=distribution if isinstance(distribution, tf.Module) else []),
+      writer=strategy is None or strategy.extended.should_checkpoint)
   done = history.step[-1] if history.step else 0
+  if strategy is not None:
+    train.iterator = iter(strategy.experimental_distribute_dataset(data.dataset.skip(done)))
   epoch = history.epoch[-1] if history.epoch else 0
   earlier_sessions, session_start = state["elapsed"], time.perf_counter()
   image = None
@@ -291,13 +297,14 @@ def fit(distribution,
   return history
 
 
-def _resume(checkpoint_dir, max_checkpoints, trackables):
+def _resume(checkpoint_dir, max_checkpoints, trackables, writer):
   """The run's checkpoints (``None`` without ``checkpoint_dir``), its history
   and loop state: those of the newest complete checkpoint, if any."""
   state = {"best_val": math.inf, "epochs_since_best": 0, "elapsed": 0.0}
   if checkpoint_dir is None:
     return None, History(), state
-  checkpoints = Checkpoints(checkpoint_dir, trackables, max_to_keep=max_checkpoints)
+  checkpoints = Checkpoints(checkpoint_dir, trackables, max_to_keep=max_checkpoints,
+                            writer=writer)
   restored = checkpoints.restore()
   if restored is None:
     return checkpoints, History(), state
