@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-peers-env bench-peers install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,26 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --out benchmarks/results --overwrite
 
+# Against FlowJAX and zuko (benchmarks/peers/README.md): each peer in its own virtual
+# environment, never in the package's dependencies.  torch is pinned to the CPU build
+# (a plain requirement pulls a multi-GB CUDA one).
+PEER_ENVS := .venv-flowjax .venv-zuko
+
+.venv-flowjax/.installed:
+	$(PYTHON) -m venv .venv-flowjax
+	.venv-flowjax/bin/python -m pip install flowjax jax numpy
+	touch $@
+
+.venv-zuko/.installed:
+	$(PYTHON) -m venv .venv-zuko
+	.venv-zuko/bin/python -m pip install torch==2.13.0 zuko numpy
+	touch $@
+
+bench-peers-env: .venv-flowjax/.installed .venv-zuko/.installed
+
+# The full comparison; python -m benchmarks.peers --quick --out DIR is its smoke test.
+bench-peers: $(STAMP) bench-peers-env
+	$(BIN)/python -m benchmarks.peers --out benchmarks/results/peers --overwrite
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEER_ENVS) .pytest_cache .hypothesis
