@@ -13,7 +13,8 @@ parameters computed from ``x0`` (and an optional condition ``c``):
   would take as leave to compute ``mean()`` as ``forward(mean)``).
 * ``"spline"`` (neural spline flow, Durkan et al. 2019): ``y1 = g(x1)`` with
   ``g`` a monotone rational-quadratic spline on ``[-bound, bound]`` (identity
-  outside), ``tfb.RationalQuadraticSpline``; network :class:`SplineParameters`.
+  outside), :class:`~tfp_realnvp.splines.RationalQuadraticSpline` (TFP's
+  spline, computed faster); network :class:`SplineParameters`.
 
 All three are the identity at initialization and accept ``conditional_input=``.
 
@@ -39,6 +40,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp.networks import ShiftAndLogScale, SplineParameters
 from tfp_realnvp.options import COUPLINGS, FlowOptions
+from tfp_realnvp.splines import RationalQuadraticSpline
 
 tfb = tfp.bijectors
 
@@ -70,31 +72,26 @@ class FusedRealNVP(tfb.RealNVP):
     x0, x1 = self._split(x)
     inner = self._bijector_fn(x0, self._bijector_input_units(), **condition_kwargs)
     # forward_log_det_jacobian(x) reads the cached 'ildj' of x first.
+    y1 = inner.forward(x1)  # first: a spline caches its log-det as it goes
     self._cache.forward_attributes(x, **condition_kwargs)["ildj"] = (
         -inner.forward_log_det_jacobian(x1, event_ndims=1))
-    return self._join(x0, inner.forward(x1))
+    return self._join(x0, y1)
 
   def _inverse(self, y, **condition_kwargs):
     y0, y1 = self._split(y)
     inner = self._bijector_fn(y0, self._bijector_input_units(), **condition_kwargs)
+    x1 = inner.inverse(y1)
     self._cache.inverse_attributes(y, **condition_kwargs)["ildj"] = (
         inner.inverse_log_det_jacobian(y1, event_ndims=1))
-    return self._join(y0, inner.inverse(y1))
+    return self._join(y0, x1)
 
 
 class SplineCouplingFn(tf.Module):
-  """``bijector_fn`` of a spline coupling: ``x0 -> RationalQuadraticSpline``.
+  """``bijector_fn`` of a spline coupling: ``x0 ->`` :class:`~tfp_realnvp.splines.RationalQuadraticSpline`.
 
   A ``tf.Module`` holding its :class:`SplineParameters` network, so that the
   ``tfb.RealNVP`` storing it tracks the network's weights.  Called as
   ``fn(x0, output_units, conditional_input=None)``.
-
-  Not under ``tf.vectorized_map``: TF's vectorizer (pfor) drops the
-  ``constant_values`` of ``tf.pad``, which ``tfb.RationalQuadraticSpline``
-  uses to place its end knots, so a vectorized spline is silently wrong.  A
-  call traced inside ``tf.vectorized_map`` raises ``NotImplementedError``
-  instead; evaluate the batch directly (any batch shape works) or use
-  ``tf.map_fn``.
   """
 
   def __init__(self, network: SplineParameters, validate_args: bool = False, name=None):
@@ -103,14 +100,8 @@ class SplineCouplingFn(tf.Module):
     self.validate_args = bool(validate_args)
 
   def __call__(self, x0, output_units, **condition_kwargs):
-    if not tf.executing_eagerly() and "loop_body" in (
-        tf.compat.v1.get_default_graph().get_name_scope().split("/")):  # pfor's scope
-      raise NotImplementedError(
-          "spline couplings give wrong values under tf.vectorized_map (it drops tf.pad's "
-          "constant_values, which tfb.RationalQuadraticSpline relies on): call log_prob or "
-          "sample on the whole batch instead (any batch shape works), or use tf.map_fn")
     widths, heights, slopes = self.network(x0, output_units, **condition_kwargs)
-    return tfb.RationalQuadraticSpline(
+    return RationalQuadraticSpline(
         bin_widths=widths, bin_heights=heights, knot_slopes=slopes,
         range_min=tf.constant(-self.network.bound, dtype=widths.dtype),
         validate_args=self.validate_args)
