@@ -263,11 +263,19 @@ def _own_recipes(results: dict) -> list:
   return lines
 
 
+def _target_figures(target: dict) -> str:
+  """``ours 0.007, flowjax_affine 0.012`` or ``ratio 1.24``: a target's figures, readable."""
+  if "medians" in target:
+    return ", ".join(f"{name} {'never' if v is None else f'{v:.4g}'}"
+                     for name, v in target["medians"].items())
+  return ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in target.items() if k != "met")
+
+
 def _targets(results: dict) -> list:
   lines = ["", "## Targets", ""]
   for key, t in results["targets"].items():
-    figures = {k: v for k, v in t.items() if k != "met"}
-    lines.append(f"- {key.replace('_', ' ')}: {figures}: **{'met' if t['met'] else 'missed'}**")
+    lines.append(f"- {key.replace('_', ' ')}: {_target_figures(t)}: "
+                 f"**{'met' if t['met'] else 'missed'}**")
   lines += ["", "## How it was measured", ""]
   lines += [f"- {key.replace('_', ' ')}: {text}" for key, text in results["notes"].items()]
   return lines
