@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tfp-realnvp train
 
+# Two pytest processes (each test file stays in one), so that both of CI's two
+# cores work; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The full benchmark against TFP's built-in RealNVP (about 40 min on 2 idle cores);
 # python -m benchmarks.bench --quick --out DIR is its quick smoke test.
