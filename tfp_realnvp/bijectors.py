@@ -1,20 +1,7 @@
-"""RealNVP as a chain of TFP coupling bijectors.
+"""RealNVP as a chain of TFP bijectors: couplings, mixing steps and optional actnorm.
 
-An affine coupling (Dinh et al., 2017) keeps the first ``d`` coordinates and
-transforms the rest elementwise, conditioned on the kept ones:
-
-    y[:d] = x[:d]
-    y[d:] = x[d:] * exp(s(x[:d])) + t(x[:d]),
-    log|det dy/dx| = sum(s(x[:d])).
-
-:func:`real_nvp_bijector` stacks ``num_couplings`` couplings
-(:mod:`tfp_realnvp.couplings`: affine, additive, spline or a factory of
-yours) with a mixing step between consecutive ones
-(:mod:`tfp_realnvp.permutations`) and optional activation normalization
-(:mod:`tfp_realnvp.actnorm`), as a :class:`ConditionalChain`: a chain that
-hands ``conditional_input=`` to every coupling.  :func:`clear_caches` drops
-TFP's cached results of every bijector in a chain (needed after the weights
-change: TFP caches by input tensor, not by weight value).
+:func:`real_nvp_bijector` builds it as a :class:`ConditionalChain`, which hands
+``conditional_input=`` to every coupling.
 """
 
 from __future__ import annotations
@@ -22,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-# The CompositeTensor `tfb.Chain` cannot hold Keras networks (tf.Module's
-# variable collection and tf.function arguments flatten it and fail): a chain
-# of such members is this class, which `tfb.Chain(...)` itself returns then.
+# The CompositeTensor `tfb.Chain` cannot hold Keras networks (tf.Module's variable
+# collection and tf.function arguments flatten it and fail): `tfb.Chain(...)` then
+# returns this class.
 from tensorflow_probability.python.bijectors.chain import _Chain
 
 from tfp_realnvp.actnorm import ActNorm
@@ -41,13 +28,9 @@ class ConditionalChain(_Chain):
   """A chain of bijectors that routes ``conditional_input=`` to its members.
 
   ``chain.forward(x, conditional_input=c)`` (and ``inverse`` and both
-  log-determinants) pass ``conditional_input=c`` to every member named in
-  ``conditioned``, as if each were given ``{name: {"conditional_input": c}}``;
-  TFP's per-name form (``chain.forward(x, coupling_0={...})``) still works and
-  adds to (or overrides) the routed arguments.  Otherwise it is the chain
-  ``tfb.Chain(bijectors)`` builds from members holding Keras networks.
-
-  Example:
+  log-dets) passes ``conditional_input=c`` to every member named in
+  ``conditioned``; TFP's per-name form (``chain.forward(x, coupling_0={...})``)
+  still works and adds to (or overrides) the routed arguments.
 
   ```python
   chain = real_nvp_bijector(2, num_couplings=4, hidden_units=(32,), conditional_size=3)
@@ -106,11 +89,9 @@ class ConditionalChain(_Chain):
 def clear_caches(bijector: tfb.Bijector) -> None:
   """Drops TFP's cached results of ``bijector`` and of every bijector inside it.
 
-  TFP bijectors cache ``forward``/``inverse`` and their log-determinants by
-  input tensor identity.  After the weights change (training, a restore), a
-  cached result is stale: call this before evaluating the same tensors again.
-  Recurses into chains (``.bijectors``) and wrappers such as ``tfb.Invert``
-  (``.bijector``).
+  TFP caches ``forward``/``inverse`` and their log-dets by input tensor, not by
+  weight value: call this after the weights change (training, a restore).
+  Recurses into ``.bijectors`` (chains) and ``.bijector`` (``tfb.Invert``).
   """
   bijector._cache.clear()  # pylint: disable=protected-access
   for member in list(getattr(bijector, "bijectors", ())) + [getattr(bijector, "bijector", None)]:
@@ -126,29 +107,18 @@ def coupling_names(num_couplings: int) -> list[str]:
 def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *, seed=None,
                       dtype=tf.float32, validate_args: bool = False, name: str = "real_nvp",
                       **overrides) -> ConditionalChain:
-  """A :class:`ConditionalChain` of couplings and permutations.
+  """A :class:`ConditionalChain` of couplings and mixing steps, mapping latent to data space.
 
-  ``forward`` maps latent to data space.  Each coupling keeps
-  ``event_size // 2`` coordinates and transforms the others (``coupling``: a
-  name of ``COUPLINGS`` or a factory, see :mod:`tfp_realnvp.couplings`); a
-  permutation follows (``"reverse"``: consecutive couplings alternate halves;
-  ``"random"``: drawn from ``seed``, checkpointed; ``"lu"``: learned), and
-  with ``actnorm`` an :class:`~tfp_realnvp.actnorm.ActNorm` before it.  The
-  built-in options start as the identity.  With ``conditional_size > 0`` the
-  transforms and log-dets take ``conditional_input=``.  Inputs have any batch
-  shape.  No built-in chain declares ``is_constant_jacobian`` (an additive
-  one has a constant determinant, not a constant Jacobian), so TFP never
-  takes the flow for an affine map in ``mean()``/``covariance()``.
-
-  Example:
+  Each coupling keeps ``event_size // 2`` coordinates and transforms the others
+  (see :mod:`tfp_realnvp.couplings`).  The couplings are ``coupling_0``
+  (applied first in ``forward``) to ``coupling_{num_couplings - 1}``; after
+  ``coupling_i`` come ``actnorm_i`` (an :class:`~tfp_realnvp.actnorm.ActNorm`,
+  with ``actnorm``) and ``permute_i`` (:mod:`tfp_realnvp.permutations`).
 
   ```python
-  import tensorflow as tf
-  from tfp_realnvp import real_nvp_bijector
-
   bij = real_nvp_bijector(event_size=3, num_couplings=4, hidden_units=(32, 32))
-  x = tf.random.normal([8, 3])
-  y = bij.forward(x)                                  # identity at init
+  x = tf.random.normal([8, 3])                          # any batch shape
+  y = bij.forward(x)                                    # identity at init
   ldj = bij.forward_log_det_jacobian(x, event_ndims=1)  # shape [8]
   ```
 
@@ -158,11 +128,6 @@ def real_nvp_bijector(event_size: int, options: FlowOptions | None = None, *, se
     seed: seed of the random permutations.
     dtype, validate_args, name: TFP's conventions, for every bijector.
     **overrides: ``FlowOptions`` fields replacing those of ``options``.
-
-  Returns:
-    A chain whose couplings are named ``coupling_0`` (applied first in
-    ``forward``) to ``coupling_{num_couplings - 1}``, with ``permute_i`` (and
-    ``actnorm_i``) after ``coupling_i``.
   """
   if not isinstance(event_size, (int, np.integer)) or isinstance(event_size, bool) \
       or event_size < 2:

@@ -1,11 +1,10 @@
 """Command line: ``tfp-realnvp train`` (the main job).
 
-The flow and training flags are derived from :class:`~tfp_realnvp.options.FlowOptions`
-and :class:`~tfp_realnvp.options.TrainingOptions` (flag ``--num-couplings`` for
-field ``num_couplings``, with its default, choices and help), so an option
-declared there appears here.  ``--couplings`` and ``--hidden`` remain as
-aliases.  Parsing (and ``--help``) does not import TensorFlow; a run imports it
-with its start-up messages silenced, so the first lines on screen are ours.
+The flow and training flags are derived from the fields of :class:`~tfp_realnvp.options.FlowOptions`
+and :class:`~tfp_realnvp.options.TrainingOptions` (``--num-couplings`` for ``num_couplings``,
+with its default, choices and help); ``--couplings`` and ``--hidden`` remain as aliases.
+Parsing (and ``--help``) does not import TensorFlow; a run imports it with its start-up
+messages silenced, so the first lines on screen are ours.
 """
 
 from __future__ import annotations
@@ -121,18 +120,16 @@ def _config(args):
     return options_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)
                             if hasattr(args, f.name)})
 
-  return TrainConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
-                     noise=args.noise, validation_fraction=args.validation_fraction,
-                     seed=args.seed, flow=pick(FlowOptions),
+  data = ("dataset", "n_train", "n_test", "noise", "validation_fraction", "seed")
+  return TrainConfig(**{name: getattr(args, name) for name in data}, flow=pick(FlowOptions),
                      training=pick(TrainingOptions)).resolved()
 
 
 def _import_tensorflow_quietly() -> None:
   """Imports TensorFlow with its start-up messages (oneDNN, CUDA probing) silenced.
 
-  ``TF_CPP_MIN_LOG_LEVEL`` (unless the user set it) hides TensorFlow's C++
-  log; the lines it prints before its logging starts go to a temporary file,
-  shown only if the import fails.
+  ``TF_CPP_MIN_LOG_LEVEL`` (unless the user set it) hides its C++ log; what it prints
+  before logging starts goes to a temporary file, shown only if the import fails.
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   if "tensorflow" in sys.modules:
@@ -156,34 +153,32 @@ def _import_tensorflow_quietly() -> None:
 def _train(args, parser) -> int:
   from tfp_realnvp.experiment import train_experiment  # pylint: disable=import-outside-toplevel
 
-  common = dict(progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
-  if args.resume is not None:
+  resume = args.resume is not None
+  if resume:
     if args.out is not None and args.out != args.resume:
       parser.error("--resume DIR continues into DIR; do not give a different --out")
-    metrics = train_experiment(None, args.resume, resume=True, **common)
-    _print_summary(metrics, args.resume)
-    return 0
-  try:
-    config = _config(args)
-  except (TypeError, ValueError) as e:
-    parser.error(str(e))
-  out = args.out or pathlib.Path("runs") / (
-      f"{args.dataset}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
-  if args.checkpoint_every is not None:
-    print(f"checkpointing every {args.checkpoint_every} steps; if interrupted, continue with "
-          f"tfp-realnvp train --resume {out}", file=sys.stderr)
-  metrics = train_experiment(config, out, overwrite=args.overwrite, **common)
-  _print_summary(metrics, out)
-  return 0
-
-
-def _print_summary(metrics: dict, out) -> None:
+    config, out = None, args.resume
+  else:
+    try:
+      config = _config(args)
+    except (TypeError, ValueError) as e:
+      parser.error(str(e))
+    out = args.out or pathlib.Path("runs") / (
+        f"{args.dataset}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if args.checkpoint_every is not None:
+      print(f"checkpointing every {args.checkpoint_every} steps; if interrupted, continue with "
+            f"tfp-realnvp train --resume {out}", file=sys.stderr)
+  # A resumed run keeps its own folder: --overwrite applies to new runs only.
+  metrics = train_experiment(config, out, progress=not args.no_progress,
+                             overwrite=args.overwrite and not resume,
+                             checkpoint_every=args.checkpoint_every, resume=resume)
   keys = ["test_nll", "oracle_nll", "gap", "steps", "resumed_from_step", "wall_time_s",
           "parameters"]
   if metrics.get("test_bits_per_dim") is not None:
     keys.insert(1, "test_bits_per_dim")
   print(json.dumps({k: metrics[k] for k in keys}, indent=2))
   print(f"wrote {out}")
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,4 @@
-"""A conditional flow with its condition bound: ``p(x | c)`` as a batched TFP distribution.
-
-``RealNVP.condition(c)`` gives one, for wherever TFP expects a distribution
-whose parameters depend on other values: a likelihood ``p(x | theta)`` in a
-joint distribution, a ``tfp.layers.DistributionLambda`` output, an amortized
-surrogate posterior, a component of ``tfd.MixtureSameFamily``.
-"""
+"""A conditional flow with its condition bound: ``p(x | c)`` as a batched TFP distribution."""
 
 from __future__ import annotations
 
@@ -21,13 +15,14 @@ __all__ = ["ConditionedRealNVP"]
 class ConditionedRealNVP(tfd.Distribution):
   """``p(x | c)``: a conditional RealNVP with ``conditional_input=c`` bound.
 
-  For ``c`` of shape ``batch_shape + [conditional_size]``: batch shape
-  ``batch_shape``, event shape ``[event_size]``; ``sample(n)`` has shape
-  ``[n] + batch_shape + [event_size]`` (``n`` draws under each condition) and
-  ``log_prob(x)`` broadcasts the batch dimensions of ``x`` against
-  ``batch_shape``, as for any batched TFP distribution.  It holds the flow,
-  so its ``trainable_variables`` are the flow's weights (shared, not copied);
-  it is differentiable in ``c``, and slicing (``dist[:2]``) slices ``c``.
+  What ``RealNVP.condition(c)`` returns, for wherever TFP expects a distribution
+  whose parameters depend on other values: a likelihood in a joint
+  distribution, a ``DistributionLambda`` output, an amortized surrogate
+  posterior, a component of ``tfd.MixtureSameFamily``.  For ``c`` of shape
+  ``batch_shape + [conditional_size]`` it has that batch shape and event shape
+  ``[event_size]``, as any batched TFP distribution.  Its
+  ``trainable_variables`` are the flow's (shared); it is differentiable in
+  ``c``, and slicing (``dist[:2]``) slices ``c``.
 
   Example (a likelihood whose condition depends on a parameter):
 
@@ -46,8 +41,7 @@ class ConditionedRealNVP(tfd.Distribution):
   Args:
     flow: a conditional :class:`~tfp_realnvp.RealNVP`.
     conditional_input: the condition, shape ``[..., conditional_size]``.
-    validate_args: TFP argument checks.
-    name: name of the distribution.
+    validate_args, name: as for any TFP distribution.
   """
 
   def __init__(self, flow, conditional_input, validate_args: bool = False,

@@ -1,34 +1,25 @@
 """Coupling layers: affine, additive and spline, as ``tfb.RealNVP`` bijectors.
 
-Every coupling keeps ``num_masked`` coordinates ``x0`` of an event and
-transforms the other ``num_transformed`` ones ``x1`` elementwise, with
-parameters computed from ``x0`` (and an optional condition ``c``):
+A coupling keeps ``num_masked`` coordinates ``x0`` of an event and transforms
+the other ``num_transformed`` ones ``x1`` elementwise, with parameters computed
+from ``x0`` (and an optional condition ``c``, given as ``conditional_input=``):
 
 * ``"affine"`` (RealNVP, Dinh et al. 2017): ``y1 = x1 * exp(s) + t``,
   ``log|det J| = sum(s)``; network :class:`ShiftAndLogScale`.
-* ``"additive"`` (NICE, Dinh et al. 2015): ``y1 = x1 + t``,
-  ``log|det J| = 0``.  Its Jacobian *determinant* is constant but its
-  Jacobian matrix is not (``dy1/dx0 = dt/dx0``), so it is not affine and does
-  not declare ``is_constant_jacobian`` (which TFP's ``TransformedDistribution``
-  would take as leave to compute ``mean()`` as ``forward(mean)``).
-* ``"spline"`` (neural spline flow, Durkan et al. 2019): ``y1 = g(x1)`` with
-  ``g`` a monotone rational-quadratic spline on ``[-bound, bound]`` (identity
-  outside), :class:`~tfp_realnvp.splines.RationalQuadraticSpline` (TFP's
-  spline, computed faster); network :class:`SplineParameters`.
+* ``"additive"`` (NICE, Dinh et al. 2015): ``y1 = x1 + t``, ``log|det J| = 0``;
+  not ``is_constant_jacobian`` (``dy1/dx0 = dt/dx0`` varies), lest TFP take it
+  for an affine map and compute ``mean()`` as ``forward(mean)``.
+* ``"spline"`` (neural spline flow, Durkan et al. 2019): ``y1 = g(x1)``, ``g``
+  a monotone :class:`~tfp_realnvp.splines.RationalQuadraticSpline` on
+  ``[-bound, bound]`` (identity outside); network :class:`SplineParameters`.
 
-All three are the identity at initialization and accept ``conditional_input=``.
-
-A *coupling factory* builds one coupling; ``coupling=`` of
-:func:`~tfp_realnvp.bijectors.real_nvp_bijector` takes a name of
-:data:`COUPLINGS` or such a callable, in the spirit of TFP's ``bijector_fn``::
+``coupling=`` of :func:`~tfp_realnvp.bijectors.real_nvp_bijector` takes a name of
+:data:`COUPLINGS` or a *coupling factory*, in the spirit of TFP's ``bijector_fn``::
 
     factory(num_masked, num_transformed, *, options, dtype, validate_args, name)
         -> tfb.Bijector
 
-``options`` is the flow's :class:`~tfp_realnvp.options.FlowOptions`.  The
-bijector acts on events of size ``num_masked + num_transformed``; with
-``options.conditional_size > 0`` its ``forward``/``inverse``/log-dets take
-``conditional_input=`` (a ``tfb.RealNVP`` passes it to its network).
+with ``options`` the flow's :class:`~tfp_realnvp.options.FlowOptions`.
 """
 
 from __future__ import annotations
@@ -49,15 +40,12 @@ __all__ = ["COUPLINGS", "FusedRealNVP", "SplineCouplingFn", "affine_coupling",
 
 
 class FusedRealNVP(tfb.RealNVP):
-  """A drop-in ``tfb.RealNVP`` that evaluates its network once per pair.
+  """A drop-in ``tfb.RealNVP`` that evaluates its network once per value and log-det.
 
-  ``tfb.RealNVP`` calls its network in ``_inverse`` and again in
-  ``_inverse_log_det_jacobian`` (XLA merges the forward passes, not their
-  gradients).  Here the transform also computes its log-det and stores it in
-  the bijector cache (as ``tfb.FFJORD`` does), where the log-det methods look
-  first.  Same constructor, results and variables as ``tfb.RealNVP``.  As
-  with any TFP cache, a result is reused for the same input tensor: in eager
-  mode, call the transform inside the ``tf.GradientTape`` that differentiates it.
+  The transform stores its log-det in the bijector cache (as ``tfb.FFJORD``
+  does), where the log-det methods look first.  As with any TFP cache, a result
+  is reused for the same input tensor: in eager mode, call the transform inside
+  the ``tf.GradientTape`` that differentiates it.
   """
 
   def _split(self, x):
@@ -71,7 +59,6 @@ class FusedRealNVP(tfb.RealNVP):
   def _forward(self, x, **condition_kwargs):
     x0, x1 = self._split(x)
     inner = self._bijector_fn(x0, self._bijector_input_units(), **condition_kwargs)
-    # forward_log_det_jacobian(x) reads the cached 'ildj' of x first.
     y1 = inner.forward(x1)  # first: a spline caches its log-det as it goes
     self._cache.forward_attributes(x, **condition_kwargs)["ildj"] = (
         -inner.forward_log_det_jacobian(x1, event_ndims=1))
@@ -87,11 +74,9 @@ class FusedRealNVP(tfb.RealNVP):
 
 
 class SplineCouplingFn(tf.Module):
-  """``bijector_fn`` of a spline coupling: ``x0 ->`` :class:`~tfp_realnvp.splines.RationalQuadraticSpline`.
+  """``bijector_fn`` of a spline coupling: ``x0 ->`` a :class:`RationalQuadraticSpline`.
 
-  A ``tf.Module`` holding its :class:`SplineParameters` network, so that the
-  ``tfb.RealNVP`` storing it tracks the network's weights.  Called as
-  ``fn(x0, output_units, conditional_input=None)``.
+  A ``tf.Module``, so that the coupling tracks its network's weights.
   """
 
   def __init__(self, network: SplineParameters, validate_args: bool = False, name=None):
@@ -137,7 +122,8 @@ def spline_coupling(num_masked: int, num_transformed: int, *, options: FlowOptio
   coupling = FusedRealNVP(num_masked=num_masked, bijector_fn=fn,
                           validate_args=validate_args, name=name)
   # With validate_args, tfb.RealNVP wraps bijector_fn in a closure that hides
-  # the network from variable tracking: keep a tracked reference to it.
+  # the network from variable tracking: keep a tracked reference to it (the
+  # attribute name is part of the checkpoint keys).
   coupling._spline_coupling_fn = fn
   return coupling
 

@@ -1,17 +1,4 @@
-"""RealNVP as a TFP distribution: a standard normal pushed through the chain.
-
-    x = loc + scale * g(z; c'),   z ~ N(0, I),   c' = (c - c_loc) / c_scale,
-
-where ``g`` is the chain of couplings of :func:`real_nvp_bijector`, ``(loc,
-scale)`` a fixed per-dimension affine map set from the training data and
-``(c_loc, c_scale)`` the same for the condition ``c`` of a conditional flow
-(both set by :meth:`RealNVP.adapt`).  By the change of variables,
-
-    log p(x | c) = log N(f(u; c'); 0, I) + log|det df/du| - sum(log scale),
-    u = (x - loc) / scale,   f = g^{-1},
-
-so ``log_prob`` is a density of the data in the units the user passed.
-"""
+"""RealNVP as a TFP distribution: a standard normal pushed through the chain of couplings."""
 
 from __future__ import annotations
 
@@ -54,11 +41,9 @@ _ESTIMATES = {
 class DataUnitsChain(ConditionalChain):
   """``Chain([Shift(loc), Scale(scale), couplings])``, normalizing the condition.
 
-  A :class:`~tfp_realnvp.bijectors.ConditionalChain`: ``conditional_input=c``
-  reaches every coupling, as ``(c - condition_loc) / condition_scale`` (fixed,
-  non-trainable, set by :meth:`RealNVP.adapt`).  ``adapted`` records whether
-  the normalizations were set; it lives with the weights it belongs to, so
-  checkpoints and copies carry it.
+  ``conditional_input=c`` reaches every coupling as ``(c - condition_loc) /
+  condition_scale`` (non-trainable, set by :meth:`RealNVP.adapt`).  ``adapted``
+  records whether the normalizations were set, so checkpoints and copies carry it.
   """
 
   def __init__(self, loc, scale, couplings, conditional_size: int = 0,
@@ -87,48 +72,34 @@ class DataUnitsChain(ConditionalChain):
 class RealNVP(_td._TransformedDistribution):
   """A trainable RealNVP normalizing flow over ``R^event_size``.
 
-  A TFP transformed distribution of a standard normal base: ``log_prob``,
-  ``prob``, ``sample``, ``sample_and_log_prob``, ``event_shape``
-  (``[event_size]``), ``batch_shape`` (``[]``).  Its ``trainable_variables``
-  are the coupling networks' weights, complete right after construction; the
-  normalizations are non-trainable variables (checkpointed, untouched by
-  optimizers).  ``flow.bijector`` maps latent to data space (a
-  :class:`DataUnitsChain`); ``flow.flow_bijector`` is the couplings alone.
+  A standard normal pushed through the couplings ``g`` of
+  :func:`real_nvp_bijector` and a fixed data normalization ``(loc, scale)``,
+  with ``(c_loc, c_scale)`` that of the condition ``c`` of a conditional flow
+  (both set by :meth:`adapt`), so that ``log_prob`` is in the data's units:
 
-  Like TFP's own ``TransformedDistribution`` of a bijector holding Keras
-  networks, it is a plain ``tf.Module``, not a ``CompositeTensor``: it can be
-  a ``tf.function`` argument, and whatever holds it (a joint distribution, a
-  ``tf_keras`` model, a ``tf.train.Checkpoint``) reaches its weights.
+      x = loc + scale * g(z; c'),   z ~ N(0, I),   c' = (c - c_loc) / c_scale,
+      log p(x | c) = log N(f(u; c'); 0, I) + log|det df/du| - sum(log scale),
+      u = (x - loc) / scale,   f = g^{-1}.
 
-  **Normalize first.**  The couplings work in standardized units: build the
-  flow with :meth:`from_data` (or call :meth:`adapt`, or pass ``loc``/
-  ``scale``) before training it in your own loop; ``tfp_realnvp.fit`` adapts
-  an un-adapted flow itself.  An un-adapted flow warns once when asked for the
-  density of data far from standardized.
+  ``flow.bijector`` (a :class:`DataUnitsChain`) maps latent to data space,
+  ``flow.flow_bijector`` is the couplings alone; ``trainable_variables`` are
+  complete at construction.  Normalize before training in your own loop
+  (:meth:`from_data`, :meth:`adapt` or ``loc``/``scale``; ``tfp_realnvp.fit``
+  adapts by itself): an un-adapted flow warns once on data far from standardized.
 
-  **Conditional flows** (``conditional_size=k``) take ``conditional_input=c``
-  (shape ``[..., k]``) in ``log_prob``, ``prob``, ``sample``,
-  ``sample_and_log_prob`` and in ``flow.bijector``'s methods; the batch
-  dimensions of ``c`` act as a batch of distributions, as in TFP:
-  ``sample(n, conditional_input=c)`` with ``c`` of shape ``[m, k]`` gives
-  ``n`` draws under each condition, shape ``[n, m, event_size]``, and
-  ``log_prob(x, conditional_input=c)`` broadcasts the batch dimensions of
-  ``x`` against those of ``c``.  :meth:`condition` binds ``c`` into a TFP
-  distribution of batch shape ``c.shape[:-1]`` (for joint distributions,
-  ``DistributionLambda``, amortized VI).
+  A conditional flow (``conditional_size=k``) takes ``conditional_input=c`` of
+  shape ``[..., k]`` in its methods and ``flow.bijector``'s; the batch
+  dimensions of ``c`` act as a batch of distributions, as for the distribution
+  :meth:`condition` binds.
 
-  **Caching.**  TFP bijectors cache results by input tensor, whatever the
-  weights.  Every eager ``log_prob``/``prob``/``sample``/
-  ``sample_and_log_prob`` first drops this flow's entries
-  (:meth:`clear_cache`), so your own eager ``GradientTape`` loop needs
-  nothing special (in a ``tf.function`` entries last one trace).  After
-  changing weights, call :meth:`clear_cache` before using ``flow.bijector``.
+  **Caching**: TFP bijectors cache results by input tensor, whatever the
+  weights.  Eager ``log_prob``/``prob``/``sample``/``sample_and_log_prob``
+  first call :meth:`clear_cache`; after changing weights, call it yourself
+  before using ``flow.bijector``.
 
-  There is no closed-form ``mean``/``mode``/``stddev``/``variance``/
-  ``covariance``/``entropy`` (each raises and names its Monte Carlo
-  estimate), and no batch dimension: for a mixture of flows use
-  ``tfd.Mixture(cat, [flow_a, flow_b])``, or ``tfd.MixtureSameFamily(cat,
-  flow.condition(c))`` over the conditions ``c`` of a conditional flow.
+  ``mean``, ``mode``, ``stddev``, ``variance``, ``covariance`` and ``entropy``
+  raise, naming a Monte Carlo estimate.  There is no batch dimension: mix flows
+  with ``tfd.Mixture(cat, [flow_a, flow_b])``.
 
   Example:
 
@@ -142,19 +113,16 @@ class RealNVP(_td._TransformedDistribution):
   ```
 
   Args:
-    event_size: number of dimensions of an event, at least 2.
-    loc, scale: initial data normalization (defaults 0 and 1; see
-      :meth:`adapt`).  Giving either marks the flow as adapted.
-    seed: seed of random permutations; with ``permutation="random"`` and no
-      seed, one is drawn and recorded in :attr:`config`.
+    event_size: dimensions of an event, at least 2.
+    loc, scale: initial data normalization (default 0 and 1); giving either
+      marks the flow as adapted.
+    seed: seed of random permutations; with ``permutation="random"`` and none
+      given, one is drawn and recorded in :attr:`config`.
     dtype: ``tf.float32`` or ``tf.float64``.
-    validate_args: turn on TFP's argument checks in every bijector.
-    name: name of the distribution.
-    bijector: a :class:`DataUnitsChain` made by an earlier instance with the
-      same settings, to share its weights (``copy()`` uses this).
-    **flow_options: fields of :class:`~tfp_realnvp.options.FlowOptions`
-      (``num_couplings``, ``hidden_units``, ``coupling``, ``conditional_size``,
-      ...); the tuned defaults otherwise.
+    validate_args, name: as for any TFP distribution.
+    bijector: another instance's :class:`DataUnitsChain`, to share its weights.
+    **flow_options: :class:`~tfp_realnvp.options.FlowOptions` fields
+      (``num_couplings``, ``hidden_units``, ``coupling``, ``conditional_size``, ...).
   """
 
   def __init__(self, event_size: int, *, loc=None, scale=None, seed: int | None = None,
@@ -199,10 +167,9 @@ class RealNVP(_td._TransformedDistribution):
 
   @classmethod
   def from_data(cls, data, conditional_input=None, **kwargs) -> "RealNVP":
-    """A new flow normalized to ``data`` (shape ``[n, event_size]``).
+    """``RealNVP(data.shape[-1], **kwargs).adapt(data, conditional_input)``.
 
-    ``RealNVP(data.shape[-1], **kwargs).adapt(data, conditional_input)``; a
-    ``conditional_input`` of shape ``[n, k]`` also sets ``conditional_size=k``
+    A ``conditional_input`` of shape ``[n, k]`` also sets ``conditional_size=k``
     unless given.  Example: ``RealNVP.from_data(x * 100 + 1000, num_couplings=4)``.
     """
     data = np.asarray(data)
@@ -216,8 +183,6 @@ class RealNVP(_td._TransformedDistribution):
   def _parameter_properties(cls, dtype, num_classes=None):
     # No batchable tensor parameters: the weights live in the bijector's networks.
     return {}
-
-  # -- conditioning and input checks -----------------------------------------
 
   def _split_kwargs(self, kwargs: dict):
     kwargs = dict(kwargs)
@@ -282,9 +247,8 @@ class RealNVP(_td._TransformedDistribution):
       return
     self._checked_units = True
     mean, std = rows.mean(0), rows.std(0)
-    if self.is_adapted:
-      return
-    if np.any(np.abs(mean) > 5.0) or np.any(std > 10.0) or np.any((std > 0) & (std < 0.1)):
+    far = np.any(np.abs(mean) > 5.0) or np.any(std > 10.0) or np.any((std > 0) & (std < 0.1))
+    if far and not self.is_adapted:
       warnings.warn(
           f"{self.name} is not adapted, but the data it is asked about has per-dimension "
           f"means {np.round(mean, 3).tolist()} and stds {np.round(std, 3).tolist()}, far from "
@@ -298,23 +262,17 @@ class RealNVP(_td._TransformedDistribution):
   def _call_prob(self, value, name, **kwargs):
     return super()._call_prob(self._check_events(value), name, **kwargs)
 
-  # -- sampling: shape sample_shape + c.shape[:-1] + [event_size] ------------
-
   def sample_and_log_prob(self, sample_shape=(), seed=None,
                           name: str = "sample_and_log_prob", **kwargs):
-    """Samples and their log-densities in one pass (no inverse needed).
-
-    The name TFP 0.25 calls ``experimental_sample_and_log_prob``.
-    """
+    """Samples and their log-densities in one pass (TFP's ``experimental_`` name)."""
     return self.experimental_sample_and_log_prob(sample_shape, seed=seed, name=name, **kwargs)
 
   def _call_sample_n(self, sample_shape, seed, **kwargs):
-    return super()._call_sample_n(*self._batch_sample_shape(sample_shape, kwargs), seed,
-                                  **kwargs)
+    return super()._call_sample_n(self._batch_sample_shape(sample_shape, kwargs), seed, **kwargs)
 
   def _call_sample_and_log_prob(self, sample_shape, seed, **kwargs):
     return super()._call_sample_and_log_prob(
-        *self._batch_sample_shape(sample_shape, kwargs), seed, **kwargs)
+        self._batch_sample_shape(sample_shape, kwargs), seed, **kwargs)
 
   def _batch_sample_shape(self, sample_shape, kwargs):
     """``sample_shape + c.shape[:-1]``, checked; clears the cache when eager."""
@@ -325,40 +283,34 @@ class RealNVP(_td._TransformedDistribution):
       raise ValueError(f"{self.name}: sample_shape must be non-negative, got "
                        f"{np.asarray(static).tolist()}")
     if kwargs.get("conditional_input") is None or not self.conditional_size:
-      return (sample_shape,)
+      return sample_shape
     c = self._check_condition(kwargs["conditional_input"])
-    return (ps.concat([ps.reshape(ps.cast(sample_shape, tf.int32), [-1]), ps.shape(c)[:-1]], 0),)
-
-  # -- density ---------------------------------------------------------------
+    return ps.concat([ps.reshape(ps.cast(sample_shape, tf.int32), [-1]), ps.shape(c)[:-1]], 0)
 
   def _log_prob(self, y, **kwargs):
     c = kwargs.get("conditional_input")
     if c is not None and self.conditional_size:
       # The networks broadcast c against x; x must have the joint batch shape.
-      y = tf.broadcast_to(y, ps.concat(
-          [self._broadcast_batch_shape(y, self._check_condition(c)), [self._event_size]], 0))
+      c = self._check_condition(c)
+      y_batch, c_batch = y.shape[:-1], c.shape[:-1]
+      if not (y_batch.is_fully_defined() and c_batch.is_fully_defined()):
+        batch = tf.broadcast_dynamic_shape(tf.shape(y)[:-1], tf.shape(c)[:-1])
+      else:
+        try:
+          batch = np.broadcast_shapes(tuple(y_batch), tuple(c_batch))
+        except ValueError:
+          raise ValueError(
+              f"{self.name}: the batch shape of x {y_batch.as_list()} does not broadcast "
+              f"against the batch shape {c_batch.as_list()} of conditional_input (all its "
+              "dimensions but the last); they broadcast like NumPy's") from None
+      y = tf.broadcast_to(y, ps.concat([batch, [self._event_size]], 0))
     return super()._log_prob(y, **kwargs)
-
-  def _broadcast_batch_shape(self, y, c):
-    """The broadcast batch shape of ``x`` and ``c``, with a clear error if none."""
-    y_batch, c_batch = y.shape[:-1], c.shape[:-1]
-    if not (y_batch.is_fully_defined() and c_batch.is_fully_defined()):
-      return tf.broadcast_dynamic_shape(tf.shape(y)[:-1], tf.shape(c)[:-1])
-    try:
-      return np.broadcast_shapes(tuple(y_batch), tuple(c_batch))
-    except ValueError:
-      raise ValueError(
-          f"{self.name}: the batch shape of x {y_batch.as_list()} does not broadcast against "
-          f"the batch shape {c_batch.as_list()} of conditional_input (all its dimensions but "
-          "the last); they broadcast like NumPy's") from None
 
   def condition(self, conditional_input, name: str | None = None) -> ConditionedRealNVP:
     """This conditional flow with ``conditional_input`` bound: ``p(x | c)``.
 
-    A TFP distribution of batch shape ``c.shape[:-1]`` and event shape
-    ``[event_size]`` that shares this flow's weights (its
-    ``trainable_variables`` are the flow's); gradients flow to ``c``.  See
-    :class:`~tfp_realnvp.conditional.ConditionedRealNVP`.
+    A :class:`~tfp_realnvp.conditional.ConditionedRealNVP` of batch shape
+    ``c.shape[:-1]`` sharing this flow's weights; gradients flow to ``c``.
     """
     if not self.conditional_size:
       raise ValueError(f"{self.name} is not conditional (conditional_size=0); "
@@ -367,24 +319,16 @@ class RealNVP(_td._TransformedDistribution):
     return ConditionedRealNVP(self, conditional_input, validate_args=self.validate_args,
                               name=name or f"{self.name}_conditioned")
 
-  def _no_closed_form(self, what: str):
-    return NotImplementedError(
-        f"{self.name}.{what}(): a normalizing flow has no closed-form {what}; estimate it "
-        f"by Monte Carlo, e.g. {_ESTIMATES[what]}")
-
   def _default_event_space_bijector(self, *args, **kwargs):
     # The support is all of R^event_size, whatever the condition.
     return tfb.Identity(validate_args=self.validate_args)
 
-  # -- copies and state ------------------------------------------------------
-
   def copy(self, **overrides) -> "RealNVP":
     """A flow sharing this one's weights; only ``name`` may change.
 
-    Every other setting (``num_couplings``, ``dtype``, ``loc``, ...) is fixed
-    by the shared weights: build a new flow for those,
-    ``RealNVP(**dict(flow.config, num_couplings=2))`` (fresh weights).
-    ``copy.deepcopy(flow)`` gives independent weights with the same values.
+    For other settings build a new flow, ``RealNVP(**dict(flow.config,
+    num_couplings=2))`` (fresh weights); ``copy.deepcopy(flow)`` gives
+    independent weights with the same values.
     """
     refused = sorted(set(overrides) - {"name", "bijector"})
     if refused:
@@ -403,10 +347,8 @@ class RealNVP(_td._TransformedDistribution):
     return twin
 
   def clear_cache(self) -> None:
-    """Drops TFP's cached bijector results of this flow (see *Caching* above)."""
+    """Drops TFP's cached bijector results of this flow (see *Caching*)."""
     clear_caches(self.bijector)
-
-  # -- properties ------------------------------------------------------------
 
   @property
   def event_size(self) -> int:
@@ -455,22 +397,21 @@ class RealNVP(_td._TransformedDistribution):
   def adapt(self, data, conditional_input=None) -> "RealNVP":
     """Sets the normalizations to the per-dimension mean and std of the data.
 
-    ``data`` has shape ``[n, event_size]``; ``conditional_input`` (shape ``[n,
-    conditional_size]``) also sets the condition's normalization, applied
-    before the coupling networks see it.  A dimension with zero spread keeps
-    scale 1.  With ``actnorm=True`` it then data-initializes the activation
-    normalizations (:meth:`initialize_actnorm`).  Returns ``self``.
+    ``data`` has shape ``[n, event_size]``, ``conditional_input`` ``[n,
+    conditional_size]``; a dimension with zero spread keeps scale 1.  With
+    ``actnorm=True`` it then calls :meth:`initialize_actnorm`.  Returns ``self``.
     """
+    dtype = self.dtype.as_numpy_dtype
     loc, scale = _mean_and_std(data, self._event_size, "data")
-    self.loc.assign(loc.astype(self.dtype.as_numpy_dtype))
-    self.scale.assign(scale.astype(self.dtype.as_numpy_dtype))
+    self.loc.assign(loc.astype(dtype))
+    self.scale.assign(scale.astype(dtype))
     if conditional_input is not None:
       if not self.conditional_size:
         raise ValueError(f"{self.name} is not conditional but adapt got conditional_input")
       c_loc, c_scale = _mean_and_std(conditional_input, self.conditional_size,
                                      "conditional_input")
-      self.bijector.condition_loc.assign(c_loc.astype(self.dtype.as_numpy_dtype))
-      self.bijector.condition_scale.assign(c_scale.astype(self.dtype.as_numpy_dtype))
+      self.bijector.condition_loc.assign(c_loc.astype(dtype))
+      self.bijector.condition_scale.assign(c_scale.astype(dtype))
     self.bijector.adapted.assign(True)
     self.clear_cache()
     if self.has_actnorm:
@@ -496,12 +437,15 @@ class RealNVP(_td._TransformedDistribution):
 
 
 def _refuse(what: str):
+  """TFP's hook ``_<what>`` of ``mean()``, ``mode()``, ...: raises naming the estimate."""
   def method(self, **kwargs):
-    raise self._no_closed_form(what)
+    raise NotImplementedError(
+        f"{self.name}.{what}(): a normalizing flow has no closed-form {what}; estimate it "
+        f"by Monte Carlo, e.g. {_ESTIMATES[what]}")
   return method
 
 
-for _what in _ESTIMATES:  # _mean, _mode, ...: TFP's hooks of mean(), mode(), ...
+for _what in _ESTIMATES:
   setattr(RealNVP, f"_{_what}", _refuse(_what))
 
 

@@ -94,17 +94,13 @@ class TrainConfig:
         test_seed=self.seed + 1000 if self.test_seed is None else self.test_seed)
 
   def to_json(self) -> dict:
-    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    values["flow"] = self.flow.as_dict()
-    values["training"] = dataclasses.asdict(self.training)
-    return values
+    return dict(vars(self), flow=self.flow.as_dict(), training=dataclasses.asdict(self.training))
 
   @classmethod
   def from_json(cls, values: dict) -> "TrainConfig":
     """Reads :meth:`to_json`'s layout, and the flat one of older runs."""
     values = dict(values)
-    nested = {"flow": FlowOptions, "training": TrainingOptions}
-    for key, options in nested.items():
+    for key, options in (("flow", FlowOptions), ("training", TrainingOptions)):
       names = {f.name for f in dataclasses.fields(options)}
       given = dict(values.pop(key, {}))
       given.update({k: values.pop(k) for k in list(values) if k in names})
@@ -172,8 +168,9 @@ def _train(config: TrainConfig, flow, x_train, staging, progress, checkpoint_eve
   if final_history.is_file():  # killed after training was complete: do not retrain
     return load(final_model), History.from_dict(json.loads(final_history.read_text()))
   t = config.training
+  optimizer = default_optimizer(t.steps, **{k: getattr(t, k) for k in _OPTIMIZER_KNOBS})
   history = fit(flow, x_train, steps=t.steps, batch_size=t.batch_size, ema_decay=t.ema_decay,
-                optimizer=default_optimizer(t.steps, **{k: getattr(t, k) for k in _OPTIMIZER_KNOBS}),
+                optimizer=optimizer,
                 validation_data=config.validation_fraction, seed=config.seed, progress=progress,
                 checkpoint_dir=staging / "checkpoints" if (checkpoint_every or resume) else None,
                 checkpoint_every=checkpoint_every)
@@ -220,25 +217,17 @@ def _figures(config, dataset, flow, history, oracle, x_test, staging) -> None:
 def train_experiment(config: TrainConfig | None, out_dir, *, progress: bool = True,
                      overwrite: bool = False, checkpoint_every: int | None = None,
                      resume: bool = False) -> dict:
-  """Trains on ``config.dataset`` and writes the run into ``out_dir``.
+  """Trains on ``config.dataset``, writes the run into ``out_dir`` and returns its metrics.
 
-  Writes ``metrics.json``, ``loss_curve.png``, for 2-D data
-  ``four_panels.png`` and ``density.png``, the trained flow under ``model/``
-  (read it back with :func:`tfp_realnvp.load`), its ``history.json`` and the
-  :data:`RUN_MARKER` ``run_config.json``.
-
-  With ``checkpoint_every`` the run checkpoints every so many steps in its
-  staging folder; ``resume=True`` (with ``config=None``: the interrupted run's
-  own configuration) continues an interrupted run from wherever it stopped.
-  The config is checked (:meth:`TrainConfig.resolved`) and the flow built
-  before any folder is created.
+  The run holds ``metrics.json``, ``loss_curve.png``, for 2-D data ``four_panels.png``
+  and ``density.png``, the flow under ``model/`` (:func:`tfp_realnvp.load` reads it),
+  ``history.json`` and ``run_config.json``.  ``checkpoint_every`` checkpoints every so
+  many steps; ``resume=True`` continues an interrupted run (``config=None``: with its
+  own settings).  The config is checked and the flow built before any folder is made.
 
   Raises:
     tfp_realnvp.files.FolderInUse: another process is writing this run.
     FileExistsError: ``out_dir`` exists and may not be replaced.
-
-  Returns:
-    The metrics written to ``metrics.json``.
   """
   out_dir = pathlib.Path(out_dir)
   staging = staging_dir(out_dir)

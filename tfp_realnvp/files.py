@@ -1,10 +1,10 @@
-"""File safety in one place: atomic writes, folders written whole, run folders, locks.
+"""File safety in one place: atomic writes, folders written whole, locks.
 
-A reader (or a process killed at any instant) sees either the old content or
-the new one, whole: everything is written under a temporary name in the same
-folder (``.NAME.tmp-XXXX``), flushed, then renamed over the destination.  A
-process killed mid-write leaves at most such a temporary entry, which
-:func:`remove_temporaries` deletes.  :func:`lock` keeps two processes from
+Everything is written under a temporary name in the same folder
+(``.NAME.tmp-XXXX``), flushed, then renamed over the destination, so a reader
+(or a process killed at any instant) sees the old content or the new one,
+whole.  A kill leaves at most such a temporary entry, which
+:func:`remove_temporaries` deletes; :func:`lock` keeps two processes from
 writing the same folder.
 
 #### Example
@@ -62,14 +62,12 @@ def atomic_write_json(path, payload, *, indent: int | None = 2, allow_nan: bool 
 
 
 def write_folder(path, write_into) -> str:
-  """Creates (or replaces) the folder ``path`` whole.
+  """Creates (or replaces) the folder ``path`` whole; returns ``path`` as a string.
 
-  Calls ``write_into(tmp)`` on a fresh temporary folder beside ``path`` and
-  renames it into place when it returns; an existing ``path`` is moved aside
-  first and deleted last.  On an exception nothing is left behind; after a
-  kill, at most a ``.NAME.tmp-*`` / ``.NAME.old-*`` entry (see
-  :func:`remove_temporaries`; a killed replacement can leave ``path`` missing
-  with the old folder in ``.NAME.old-*``).  Returns ``path`` as a string.
+  Calls ``write_into(tmp)`` on a fresh temporary folder beside ``path``, then
+  :func:`replace_folder`.  On an exception nothing is left behind; a kill
+  leaves at most a ``.NAME.tmp-*`` / ``.NAME.old-*`` entry (a killed
+  replacement can leave ``path`` missing, the old folder in ``.NAME.old-*``).
   """
   path = os.fspath(path)
   parent, base = os.path.split(path)
@@ -103,21 +101,17 @@ def replace_folder(source, path) -> None:
 
 
 def remove_temporaries(folder) -> list[str]:
-  """Deletes what writers of this module killed mid-way left in ``folder``.
+  """Deletes the ``.NAME.tmp-*`` / ``.NAME.old-*`` entries of ``folder``; returns their names.
 
-  Only entries named like our temporaries (``.NAME.tmp-*``, ``.NAME.old-*``)
-  are removed; call it only while no other process writes ``folder`` (hold
-  its :func:`lock`).  Returns the names removed.
+  Call it only while no other process writes ``folder`` (hold its :func:`lock`).
   """
-  removed = []
-  for entry in sorted(os.listdir(folder)):
-    if _TEMPORARY.match(entry):
-      full = os.path.join(folder, entry)
-      if os.path.isdir(full) and not os.path.islink(full):
-        shutil.rmtree(full)
-      else:
-        os.unlink(full)
-      removed.append(entry)
+  removed = [entry for entry in sorted(os.listdir(folder)) if _TEMPORARY.match(entry)]
+  for entry in removed:
+    full = os.path.join(folder, entry)
+    if os.path.isdir(full) and not os.path.islink(full):
+      shutil.rmtree(full)
+    else:
+      os.unlink(full)
   return removed
 
 
@@ -126,8 +120,7 @@ def lock(path):
   """Holds an exclusive lock on ``path`` (a folder that need not exist) for a ``with``.
 
   The lock is ``fcntl.flock`` on a file ``.NAME.lock`` beside ``path``, removed
-  on release; the system releases the lock when the process ends, however it
-  ends.
+  on release; the system releases it when the process ends, however it ends.
 
   Raises:
     FolderInUse: another process holds it.
@@ -145,11 +138,9 @@ def lock(path):
       f.close()
       raise FolderInUse(f"{path} is in use by another process (pid {owner}); wait for it to "
                         "finish or stop it first") from None
-    try:  # the file we locked may have been removed by its previous holder
+    with contextlib.suppress(FileNotFoundError):  # its previous holder may have removed it
       if os.stat(lock_path).st_ino == os.fstat(f.fileno()).st_ino:
         break
-    except FileNotFoundError:
-      pass
     f.close()
   with f:
     f.truncate(0)

@@ -1,18 +1,4 @@
-"""The coupling networks: one perceptron, two heads.
-
-A coupling transforms ``x1`` elementwise with parameters computed from the
-kept half ``x0`` (and a condition ``c``).  :class:`MLP` computes
-``raw = MLP([x0, c])`` (zero-initialized output layer: every coupling starts
-as the identity); its heads map ``raw`` to parameters: :class:`ShiftAndLogScale`
-(affine: shift ``t`` and log-scale ``s = b * tanh(raw / b)``, which stays in
-``(-b, b)``; shift only for additive) and :class:`SplineParameters` (bin
-widths, heights and knot slopes of a rational-quadratic spline).
-
-Inputs are clipped to ``[-1e4, 1e4]`` (normalized units) and an unbounded
-log-scale to ``[-30, 30]``: far beyond what a trained flow sees, this keeps
-every output finite for a finite input, so a density is never NaN (``1e33``
-would otherwise overflow the hidden layers into ``inf - inf``).
-"""
+"""The coupling networks: :class:`MLP` and its heads for affine and spline couplings."""
 
 from __future__ import annotations
 
@@ -24,6 +10,10 @@ import tf_keras
 
 __all__ = ["MLP", "ShiftAndLogScale", "SplineParameters"]
 
+# Inputs are clipped to +-1e4 (normalized units) and an unbounded log-scale to
+# +-30: far beyond what a trained flow sees, this keeps every output finite for
+# a finite input, so a density is never NaN (1e33 would otherwise overflow the
+# hidden layers into inf - inf).
 INPUT_LIMIT = 1e4
 UNBOUNDED_LOG_SCALE_LIMIT = 30.0
 
@@ -37,12 +27,8 @@ def _units(label: str, value):
 class MLP(tf_keras.layers.Layer):
   """``raw = W_out h_L + b_out``, ``h_i = act(W_i h_{i-1} + b_i)``, ``h_0 = [x, c]``.
 
-  ``x``: ``batch_shape + [input_units]`` (any batch shape); ``c``
-  (``conditional_size > 0``) broadcasts against it.  ``raw`` has
-  ``raw_per_output * output_units`` entries, zero at initialization.  With
-  ``input_units`` given the weights exist now, otherwise at the first call.
-
-  Example:
+  ``x`` has any batch shape and the condition ``c`` broadcasts against it.  The
+  output layer starts at zero, so every coupling starts as the identity.
 
   ```python
   net = MLP((64, 64), input_units=2, output_units=3, conditional_size=1)
@@ -51,11 +37,10 @@ class MLP(tf_keras.layers.Layer):
 
   Args:
     hidden_units, activation, kernel_initializer: the hidden layers.
-    input_units: size of ``x`` (``None``: known at the first call).
-    output_units: transformed coordinates (default ``input_units``).
-    raw_per_output: raw outputs per transformed coordinate.
-    conditional_size: size of the condition, 0 for none.
-    dtype, name: of the layer.
+    input_units: size of ``x``; ``None``: the weights are made at the first call.
+    output_units: transformed coordinates (default ``input_units``); ``raw``
+      has ``raw_per_output * output_units`` entries.
+    conditional_size: size of ``c``, 0 for none.
   """
 
   def __init__(self, hidden_units: Sequence[int] = (128, 128), activation="relu", *,
@@ -107,11 +92,9 @@ class MLP(tf_keras.layers.Layer):
   def build(self, input_shape):  # an unsized network is built at its first call
     self.built = True
 
-  def _inputs(self, x, output_units, conditional_input):
-    """``[x, c]`` broadcast together, clipped, and the batch shape."""
+  def call(self, x, output_units: int | None = None, conditional_input=None):
     x = tf.convert_to_tensor(x, dtype=self.dtype)
-    if output_units is not None and self.output_units is not None \
-        and int(output_units) != self.output_units:
+    if output_units is not None and self.output_units not in (None, int(output_units)):
       raise ValueError(f"{self.name} was built for {self.output_units} output units but the "
                        f"coupling asked for {int(output_units)}")
     if not self.is_network_built:
@@ -119,72 +102,53 @@ class MLP(tf_keras.layers.Layer):
     if x.shape[-1] is not None and int(x.shape[-1]) != self.input_units:
       raise ValueError(f"{self.name} expects inputs with last dimension {self.input_units}, "
                        f"got shape {x.shape}")
-    batch_shape = tf.shape(x)[:-1]
-    if not self.conditional_size:
-      if conditional_input is not None:
-        raise ValueError(f"{self.name} is not conditional (conditional_size=0) but got a "
-                         "conditional_input")
-      return tf.clip_by_value(x, -INPUT_LIMIT, INPUT_LIMIT), batch_shape
-    if conditional_input is None:
-      raise ValueError(f"{self.name} is conditional (conditional_size={self.conditional_size}) "
-                       "but no conditional_input was given")
-    c = tf.convert_to_tensor(conditional_input, dtype=self.dtype)
-    if c.shape.rank == 0 or (c.shape.rank is not None and c.shape[-1] is not None
-                             and int(c.shape[-1]) != self.conditional_size):
-      raise ValueError(f"conditional_input must have last dimension {self.conditional_size}, "
-                       f"got shape {c.shape}")
-    batch_shape = tf.broadcast_dynamic_shape(batch_shape, tf.shape(c)[:-1])
-    h = tf.concat([tf.broadcast_to(x, tf.concat([batch_shape, [self.input_units]], 0)),
-                   tf.broadcast_to(c, tf.concat([batch_shape, [self.conditional_size]], 0))],
-                  axis=-1)
-    return tf.clip_by_value(h, -INPUT_LIMIT, INPUT_LIMIT), batch_shape
-
-  def call(self, x, output_units: int | None = None, conditional_input=None):
-    h, batch_shape = self._inputs(x, output_units, conditional_input)
+    h, batch_shape = x, tf.shape(x)[:-1]
+    if self.conditional_size:
+      if conditional_input is None:
+        raise ValueError(f"{self.name} is conditional (conditional_size={self.conditional_size}) "
+                         "but no conditional_input was given")
+      c = tf.convert_to_tensor(conditional_input, dtype=self.dtype)
+      if not c.shape[-1:].is_compatible_with([self.conditional_size]):
+        raise ValueError(f"conditional_input must have last dimension {self.conditional_size}, "
+                         f"got shape {c.shape}")
+      batch_shape = tf.broadcast_dynamic_shape(batch_shape, tf.shape(c)[:-1])
+      h = tf.concat([tf.broadcast_to(x, tf.concat([batch_shape, [self.input_units]], 0)),
+                     tf.broadcast_to(c, tf.concat([batch_shape, [self.conditional_size]], 0))],
+                    axis=-1)
+    elif conditional_input is not None:
+      raise ValueError(f"{self.name} is not conditional (conditional_size=0) but got a "
+                       "conditional_input")
     # Dense layers want rank-2 input: flatten any batch shape, restore it after.
-    h = tf.reshape(h, [-1, self.input_units + self.conditional_size])
+    h = tf.reshape(tf.clip_by_value(h, -INPUT_LIMIT, INPUT_LIMIT),
+                   [-1, self.input_units + self.conditional_size])
     for layer in self.hidden_layers:
       h = layer(h)
-    out = self.output_layer(h)
-    return tf.reshape(out, tf.concat([batch_shape, [self.raw_per_output * self.output_units]], 0))
+    return tf.reshape(self.output_layer(h),
+                      tf.concat([batch_shape, [self.raw_per_output * self.output_units]], 0))
 
   def get_config(self) -> dict:
-    config = super().get_config()
-    config.update(
-        hidden_units=list(self.hidden_units),
-        activation=self._activation_config or tf_keras.activations.serialize(self.activation),
-        input_units=self.input_units, output_units=self.output_units,
-        raw_per_output=self.raw_per_output, conditional_size=self.conditional_size)
-    return config
+    activation = self._activation_config or tf_keras.activations.serialize(self.activation)
+    return dict(super().get_config(), hidden_units=list(self.hidden_units), activation=activation,
+                input_units=self.input_units, output_units=self.output_units,
+                raw_per_output=self.raw_per_output, conditional_size=self.conditional_size)
 
 
 class ShiftAndLogScale(MLP):
-  """The :class:`MLP` head of an affine coupling: ``x0 -> (t, s)``.
+  """The :class:`MLP` head of an affine coupling, a ``tfb.RealNVP`` ``shift_and_log_scale_fn``.
 
-  Called the way ``tfb.RealNVP`` calls its ``shift_and_log_scale_fn``:
-  ``fn(x0, output_units, **condition_kwargs) -> (shift, log_scale)``, both of
-  shape ``batch_shape + [output_units]``, with ``log_scale = b * tanh(raw / b)``
-  (``None`` for ``shift_only``).
-
-  Example:
+  ``net(x0, output_units, **condition_kwargs) -> (shift, log_scale)``, with
+  ``log_scale = b * tanh(raw / b)``:
 
   ```python
-  import tensorflow as tf
-  import tensorflow_probability as tfp
-  from tfp_realnvp import ShiftAndLogScale
-
   net = ShiftAndLogScale(input_units=1, output_units=1, hidden_units=(64, 64))
   coupling = tfp.bijectors.RealNVP(num_masked=1, shift_and_log_scale_fn=net)
   y = coupling.forward(tf.random.normal([10, 2]))   # identity until trained
   ```
 
   Args:
-    hidden_units, activation, input_units, output_units, conditional_size,
-      kernel_initializer, dtype, name: as for :class:`MLP`.
-    log_scale_bound: ``b``; ``None`` leaves the log-scale unbounded (but
-      clipped to ``[-30, 30]`` so that ``exp(s)`` stays finite).
-    shift_only: emit ``log_scale = None`` (a volume-preserving, NICE-style
-      additive coupling).
+    log_scale_bound: ``b``; ``None``: unbounded (but clipped to ``[-30, 30]``).
+    shift_only: ``log_scale = None``, a volume-preserving (NICE) additive coupling.
+    hidden_units, activation, **kwargs: as for :class:`MLP`.
   """
 
   def __init__(self, hidden_units: Sequence[int] = (128, 128), activation="relu", *,
@@ -215,20 +179,16 @@ class SplineParameters(MLP):
   """The :class:`MLP` head of a rational-quadratic spline on ``[-bound, bound]``.
 
   ``net(x0, output_units, conditional_input=None) -> (bin_widths, bin_heights,
-  knot_slopes)``, shapes ``batch_shape + [output_units, num_bins]`` (twice) and
-  ``[..., num_bins - 1]``, the arguments of ``tfb.RationalQuadraticSpline``:
-  widths and heights ``2 * bound * (m + (1 - num_bins * m) * softmax(raw))``
-  (each bin at least a fraction ``m`` of the interval), slopes
-  ``min_slope + softplus(raw + k)`` with slope 1 at ``raw = 0``.  At
-  initialization the bins are equal and the slopes 1: the identity.
+  knot_slopes)`` of shapes ``batch_shape + [output_units, num_bins]`` (slopes:
+  ``num_bins - 1``): sizes ``2 * bound * (m + (1 - num_bins * m) * softmax(raw))``,
+  slopes ``min_slope + softplus(raw + k)`` with slope 1 at ``raw = 0``.
 
   Args:
-    hidden_units, activation, input_units (required), output_units,
-      conditional_size, kernel_initializer, dtype, name: as for :class:`MLP`.
-    num_bins: number of spline bins, at least 2.
+    num_bins: number of bins, at least 2.
     bound: half-width of the interval the spline acts on.
-    min_bin_fraction: smallest bin width/height as a fraction of the interval.
+    min_bin_fraction: ``m``, the smallest bin size as a fraction of the interval.
     min_slope: smallest knot slope.
+    hidden_units, activation, input_units (required), **kwargs: as for :class:`MLP`.
   """
 
   def __init__(self, hidden_units: Sequence[int] = (128, 128), activation="relu", *,
@@ -253,11 +213,10 @@ class SplineParameters(MLP):
     k = self.num_bins
     out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.output_units, 3 * k - 1]], 0))
     raw_widths, raw_heights, raw_slopes = tf.split(out, [k, k, k - 1], axis=-1)
-    fraction = lambda raw: (self.min_bin_fraction
-                            + (1.0 - k * self.min_bin_fraction) * tf.nn.softmax(raw))
+    size = lambda raw: 2.0 * self.bound * (  # noqa: E731
+        self.min_bin_fraction + (1.0 - k * self.min_bin_fraction) * tf.nn.softmax(raw))
     slopes = self.min_slope + tf.nn.softplus(raw_slopes + self._slope_offset)
-    return (2.0 * self.bound * fraction(raw_widths), 2.0 * self.bound * fraction(raw_heights),
-            slopes)
+    return size(raw_widths), size(raw_heights), slopes
 
   def get_config(self) -> dict:
     config = dict(super().get_config(), num_bins=self.num_bins, bound=self.bound,

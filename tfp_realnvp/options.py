@@ -1,16 +1,11 @@
 """The options of a flow and of its training, declared once, with the tuned defaults.
 
-:class:`FlowOptions` lists every architecture option of :class:`RealNVP`
-(the constructor takes them as keyword arguments and validates them here);
-:class:`TrainingOptions` lists the training settings whose defaults ``fit``,
-``default_optimizer`` and the command line share.  The defaults are the tuned
-configuration the README's results describe (16 couplings of (128, 128), peak
-learning rate 2e-3 with warm-up and cosine decay, a weight average of decay
-0.99).  The command line derives its flags (names, defaults, choices, help)
-from the fields' metadata, so an option added here reaches every layer.
-
-This module imports neither TensorFlow nor TFP, so ``tfp-realnvp --help``
-stays fast.
+:class:`FlowOptions` lists the architecture options of :class:`RealNVP` (the
+constructor validates its keyword arguments here); :class:`TrainingOptions`
+the settings that ``fit``, ``default_optimizer`` and the command line share.
+The defaults are the tuned configuration the README's results describe, and
+the command line derives its flags (names, defaults, choices, help) from the
+fields' metadata.  No TensorFlow import, so ``tfp-realnvp --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -37,8 +32,9 @@ def is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _positive_finite(value) -> bool:
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and value > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +68,8 @@ class FlowOptions:
       raise ValueError(
           f"hidden_units must be a non-empty sequence of positive integers, got {hidden!r}")
     object.__setattr__(self, "hidden_units", tuple(int(h) for h in hidden))
-    for name in ("num_couplings", "spline_bins", "conditional_size"):
-      value, minimum = getattr(self, name), {"spline_bins": 2, "conditional_size": 0}.get(name, 1)
+    for name, minimum in (("num_couplings", 1), ("spline_bins", 2), ("conditional_size", 0)):
+      value = getattr(self, name)
       if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
       object.__setattr__(self, name, int(value))
@@ -86,10 +82,9 @@ class FlowOptions:
     if self.permutation not in PERMUTATIONS:
       raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {self.permutation!r}")
     bound = self.log_scale_bound
-    if bound is not None and not (_is_real(bound) and math.isfinite(bound) and bound > 0):
+    if bound is not None and not _positive_finite(bound):
       raise ValueError(f"log_scale_bound must be a positive finite number or None, got {bound!r}")
-    if not (_is_real(self.spline_bound) and math.isfinite(self.spline_bound)
-            and self.spline_bound > 0):
+    if not _positive_finite(self.spline_bound):
       raise ValueError(
           f"spline_bound must be a positive finite number, got {self.spline_bound!r}")
     if not isinstance(self.actnorm, bool):

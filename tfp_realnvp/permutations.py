@@ -1,17 +1,13 @@
-"""Mixing steps between couplings: fixed permutations or a learned LU map.
-
-A coupling leaves half of the coordinates unchanged, so consecutive couplings
-need a step that reorders (or mixes) coordinates:
+"""Mixing steps between couplings, as a coupling leaves half the coordinates unchanged.
 
 * ``"reverse"``: reverse the order, so consecutive couplings alternate halves;
-* ``"random"``: a fixed random permutation drawn from a seed, held in a
-  non-trainable ``tf.Variable``: checkpointed state, so a restore into a flow
-  built with another seed gives back the same permutation;
-* ``"lu"``: a learned invertible linear map ``y = W x`` (Glow's 1x1
-  convolution, Kingma & Dhariwal 2018) as ``tfb.ScaleMatvecLU``, with
-  ``W = P L U``, ``P`` the reversal, ``L`` unit lower triangular and ``U``
-  upper triangular with a positive diagonal ``exp(d)``.  Its parameters start
-  at ``L = U = I``, so at initialization it is exactly the reversal.
+* ``"random"``: a permutation drawn from a seed, held in a non-trainable
+  ``tf.Variable`` (checkpointed: a restore into a flow built with another
+  seed gives back the same permutation);
+* ``"lu"``: a learned ``y = W x`` (Glow's 1x1 convolution, Kingma & Dhariwal
+  2018), ``tfb.ScaleMatvecLU`` with ``W = P L U``: ``P`` the reversal, ``L``
+  unit lower and ``U`` upper triangular with diagonal ``exp(d) > 0``, both
+  ``I`` at initialization.
 """
 
 from __future__ import annotations
@@ -43,11 +39,8 @@ def permutation_indices(kind: str, event_size: int, index: int, seed) -> np.ndar
 class LUParameters(tf.Module):
   """Trainable packed ``lower_upper`` factor of ``tfb.ScaleMatvecLU``.
 
-  Holds one unconstrained ``[n, n]`` variable ``v`` (zeros at start) and
-  exposes ``lower_upper``: ``v`` with its diagonal replaced by ``exp(diag(v))``,
-  a ``tfp.util.DeferredTensor`` so the bijector reads the current value.  The
-  diagonal of ``U`` is therefore always positive and the map always invertible;
-  ``v = 0`` gives ``L = U = I``.
+  A ``[n, n]`` variable ``v`` (zeros: ``L = U = I``) and ``lower_upper``, ``v``
+  with the diagonal ``exp(diag(v))`` (a ``tfp.util.DeferredTensor``).
   """
 
   def __init__(self, event_size: int, dtype=tf.float32, name=None):
@@ -63,12 +56,7 @@ class LUParameters(tf.Module):
 def make_permutation(kind: str, event_size: int, index: int, seed=None, *,
                      dtype=tf.float32, validate_args: bool = False,
                      name: str = "permute") -> tfb.Bijector:
-  """The mixing bijector of ``kind`` placed after coupling ``index``.
-
-  ``"reverse"``/``"random"`` give a ``tfb.Permute`` (for ``"random"``, of a
-  non-trainable ``tf.Variable`` of indices: checkpointed state); ``"lu"`` a
-  ``tfb.ScaleMatvecLU`` (trainable, starting as the reversal).
-  """
+  """The mixing bijector of ``kind`` placed after coupling ``index`` (see the module docstring)."""
   if kind not in PERMUTATIONS:
     raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {kind!r}")
   perm = permutation_indices(kind, event_size, index, seed).astype(np.int32)

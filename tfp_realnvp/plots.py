@@ -1,12 +1,6 @@
 """Figures of a trained flow (matplotlib, no display needed).
 
-* :func:`plot_loss_curve`: train and validation NLL per epoch, with the oracle.
-* :func:`plot_four_panels`: the book's panels: data X, f(X) in latent space,
-  base samples Z, generated g(Z).
-* :func:`plot_density`: learned density next to the true one, as heat maps.
-* :func:`density_image`: the learned density as an image tensor for
-  ``tf.summary.image``.
-* :func:`limits`: the plotting range of a cloud of 2-D points.
+Each ``plot_*`` returns its figure, or with ``path`` saves and closes it.
 """
 
 from __future__ import annotations
@@ -69,32 +63,24 @@ def plot_loss_curve(history, oracle_nll: float | None = None, path=None,
   if values.size:
     low = min(values.min(), oracle_nll if oracle_nll is not None else values.min())
     ax.set_ylim(low - 0.05, np.percentile(values, 95) + 0.1)
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("nats per point")
-  ax.set_title(title)
+  ax.set(xlabel="epoch", ylabel="nats per point", title=title)
   ax.legend()
   ax.grid(alpha=0.3)
   return _finish(fig, path)
 
 
-def _scatter(ax, points, title, color, limits=None):
+def _scatter(ax, points, title, color, limits):
   ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.5, color=color)
-  ax.set_title(title)
-  if limits is not None:
-    ax.set_xlim(*limits[0])
-    ax.set_ylim(*limits[1])
+  ax.set(title=title, xlim=limits[0], ylim=limits[1])
   ax.set_aspect("equal", adjustable="box")
 
 
 def plot_four_panels(flow, data, num_samples: int = 3000, seed: int = 0, path=None,
                      conditional_input=None):
-  """The book's four panels for a 2-D flow.
+  """The book's four panels for a 2-D flow: data X, f(X), base samples Z and g(Z).
 
-  "Data space X" (the data), "f(X)" (the data mapped to latent space by the
-  inverse bijector), "Latent space Z" (base samples), and "g(Z)" (those
-  samples pushed through the forward bijector). A conditional flow takes
-  ``conditional_input`` (one row per point, or one row for all), which is
-  passed to ``flow.bijector``.
+  ``f`` is ``flow.bijector.inverse`` and ``g`` its forward; a conditional flow takes
+  ``conditional_input`` (one row per point, or one row for all).
   """
   data = np.asarray(data)[:num_samples]
   if data.ndim != 2 or data.shape[1] != 2:
@@ -115,9 +101,8 @@ def plot_four_panels(flow, data, num_samples: int = 3000, seed: int = 0, path=No
 
 def plot_density(flow, true_log_prob=None, limits=((-1.5, 2.5), (-1.0, 1.5)),
                  resolution: int = 200, path=None, **log_prob_kwargs):
-  """Heat maps of the learned density and, if given, the true density.
+  """Heat maps of the learned and, if given, the true density over ``limits`` (see :func:`limits`).
 
-  ``limits`` is ``[(x_low, x_high), (y_low, y_high)]`` (see :func:`limits`);
   ``log_prob_kwargs`` (e.g. ``conditional_input=``) go to ``flow.log_prob``.
   """
   xs = np.linspace(*limits[0], resolution)
@@ -139,11 +124,9 @@ def plot_density(flow, true_log_prob=None, limits=((-1.5, 2.5), (-1.0, 1.5)),
 
 
 def density_image(distribution, points, resolution: int = 120, **log_prob_kwargs) -> tf.Tensor:
-  """A PNG heat map of a 2-D density over the range of ``points``, for TensorBoard.
+  """:func:`plot_density` over :func:`limits` of ``points`` as an RGBA ``uint8`` image.
 
-  The density is drawn by :func:`plot_density` over :func:`limits` of
-  ``points``; the figure is encoded as PNG and decoded into a ``uint8`` tensor
-  of shape ``[1, h, w, 4]`` (RGBA), ready for ``tf.summary.image``.
+  The image has shape ``[1, h, w, 4]``, ready for ``tf.summary.image``.
 
   #### Example
 

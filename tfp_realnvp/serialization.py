@@ -1,44 +1,25 @@
 """Saving, loading and exporting RealNVP flows.
 
-:func:`save` writes a folder holding
-
-* ``tfp_realnvp.json``: the format name and ``format_version``, the flow's
-  :attr:`RealNVP.config` (its constructor arguments, plain JSON), and the size
-  and SHA-256 of each checkpoint file;
-* ``weights.index``, ``weights.data-*``: a ``tf.train.Checkpoint`` of the
-  flow's variables (weights, normalization, the ``adapted`` flag).
-
-:func:`load` rebuilds the flow with ``RealNVP(**config)`` and restores the
-checkpoint into it.  Nothing is unpickled or executed: the JSON is data, and
-the checkpoint holds only tensors.  Because the rebuild goes through
-``config``, constructor arguments added later round-trip without changes here.
-A folder from an untrusted source is checked before anything is built: every
-file read is inside the folder (no ``..``, absolute prefix or symlink leading
-out) and matches its recorded SHA-256, and the config must describe a flow no
-larger than the checkpoint's variables (:func:`minimum_parameter_count`), so
-a damaged or hostile folder gives a ``ValueError`` naming the problem instead
-of reading other files or allocating memory.
-
-:func:`export` writes a TensorFlow SavedModel with ``log_prob`` and ``sample``
-functions (and serving signatures) that ``tf.saved_model.load`` serves with
-TensorFlow alone: neither this package nor TFP nor tf_keras is needed.
+:func:`save` writes a folder holding ``tfp_realnvp.json`` (format name and
+version, the flow's :attr:`RealNVP.config`, the size and SHA-256 of each
+checkpoint file) and ``weights.*``, a ``tf.train.Checkpoint`` of the flow's
+variables.  Nothing is pickled: :func:`load` rebuilds the flow from its config
+(so constructor arguments added later round-trip) after checking that every
+file it reads lies inside the folder and matches its SHA-256 and that the
+config is no larger than the checkpoint (:func:`minimum_parameter_count`), so a
+damaged or hostile folder gives a ``ValueError`` naming the problem.
+:func:`export` writes a SavedModel that TensorFlow alone serves.
 
 Example:
 
 ```python
-import tfp_realnvp
-
 flow = tfp_realnvp.RealNVP(event_size=2)
 tfp_realnvp.fit(flow, tfp_realnvp.datasets.moons(5000), steps=500)
 tfp_realnvp.save(flow, "moons_flow")
 same = tfp_realnvp.load("moons_flow")
 tfp_realnvp.export(flow, "moons_savedmodel")
-
-# elsewhere, with TensorFlow only:
-served = tf.saved_model.load("moons_savedmodel")
-served.log_prob(x)                 # x: float32 [n, 2] or [2]
-served.sample(100, [1, 2])         # n, stateless seed int32[2] (or an int)
-served.inverse(x)                  # data -> latent; served.forward: latent -> data
+served = tf.saved_model.load("moons_savedmodel")  # elsewhere, with TensorFlow only
+served.log_prob(x)                                # x: float32 [n, 2] or [2]
 ```
 """
 
@@ -52,9 +33,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import files
+from tfp_realnvp import __version__, files
 from tfp_realnvp.distribution import RealNVP
-from tfp_realnvp.options import FlowOptions
+from tfp_realnvp.options import FlowOptions, is_int
 
 __all__ = ["save", "load", "export", "FORMAT_VERSION", "minimum_parameter_count"]
 
@@ -66,38 +47,11 @@ _META_FILE = "tfp_realnvp.json"
 _SAVE_FORMAT = "tfp_realnvp.save"
 _EXPORT_FORMAT = "tfp_realnvp.export"
 _CHECKPOINT_PREFIX = "weights"
-_CLASS_NAME = "RealNVP"
 
-
-# -- helpers -----------------------------------------------------------------
 
 def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
   with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def _check_flow(flow) -> None:
-  if not isinstance(flow, RealNVP):
-    raise TypeError(f"expected a tfp_realnvp.RealNVP, got {type(flow).__name__}")
-
-
-def _json_config(flow: RealNVP) -> dict:
-  config = flow.config
-  if "activation" in config and config["activation"] is None:
-    raise ValueError(
-        "this flow uses a custom (callable) activation, which cannot be stored as "
-        "JSON; build it with an activation name such as 'relu' or 'tanh' to save it")
-  for key, value in config.items():
-    try:
-      json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-      raise ValueError(
-          f"config argument {key}={value!r} of this flow is not plain JSON, so the "
-          "flow cannot be saved") from None
-  return config
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _read_meta(path: str) -> dict | None:
@@ -116,8 +70,22 @@ def _read_meta(path: str) -> dict | None:
   return meta
 
 
-def _prepare_target(path, overwrite: bool) -> str:
-  """Checks that ``path`` may be written; returns it as an absolute path."""
+def _begin(flow: RealNVP, path, overwrite: bool) -> tuple[dict, str]:
+  """Checks that ``flow`` can be stored and ``path`` written; returns its config, the abspath."""
+  if not isinstance(flow, RealNVP):
+    raise TypeError(f"expected a tfp_realnvp.RealNVP, got {type(flow).__name__}")
+  config = flow.config
+  if "activation" in config and config["activation"] is None:
+    raise ValueError(
+        "this flow uses a custom (callable) activation, which cannot be stored as "
+        "JSON; build it with an activation name such as 'relu' or 'tanh' to save it")
+  for key, value in config.items():
+    try:
+      json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+      raise ValueError(
+          f"config argument {key}={value!r} of this flow is not plain JSON, so the "
+          "flow cannot be saved") from None
   path = os.path.abspath(os.fspath(path))
   if os.path.lexists(path):
     if not overwrite:
@@ -128,80 +96,51 @@ def _prepare_target(path, overwrite: bool) -> str:
       raise FileExistsError(f"refusing to overwrite {path}: it is not a folder")
     if os.listdir(path):
       try:
-        meta = _read_meta(path)
+        fmt = (_read_meta(path) or {}).get("format")
       except ValueError:
-        meta = None
-      if meta is None or meta.get("format") not in (_SAVE_FORMAT, _EXPORT_FORMAT):
+        fmt = None
+      if fmt not in (_SAVE_FORMAT, _EXPORT_FORMAT):
         raise FileExistsError(
             f"refusing to overwrite {path}: it is not a folder written by "
             f"tfp_realnvp.save or tfp_realnvp.export (it has no {_META_FILE} of ours)")
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  return path
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  return config, path
 
 
-def _probe(flow: RealNVP, n: int = 64):
-  """A fixed set of points (and conditions) near the data, for comparisons."""
-  dtype = flow.dtype
-  z = tf.random.stateless_normal([n, flow.event_size], seed=[20240, 7], dtype=dtype)
-  x = flow.loc + flow.scale * z
-  kwargs = {}
-  if flow.conditional_size:
-    kwargs["conditional_input"] = tf.random.stateless_normal(
-        [n, flow.conditional_size], seed=[20240, 8], dtype=dtype)
-  return x, kwargs
+def _meta(fmt: str, flow: RealNVP, config: dict, **extra) -> dict:
+  return {"format": fmt, "format_version": FORMAT_VERSION, "class": type(flow).__name__,
+          "config": config, **extra, "tfp_realnvp_version": __version__,
+          "tensorflow_version": tf.__version__}
 
-
-# -- save / load ---------------------------------------------------------------
 
 def save(flow: RealNVP, path, *, overwrite: bool = False, verify: bool = True) -> str:
-  """Saves ``flow`` to the folder ``path``: config as JSON plus a checkpoint.
-
-  The folder is written beside ``path`` under a temporary name and renamed
-  into place once complete, so ``path`` never holds a half-written save.
+  """Saves ``flow`` to the folder ``path``, written whole; returns its absolute path.
 
   Args:
     flow: a :class:`RealNVP`.
     path: the folder to create.
-    overwrite: replace ``path`` if it exists.  Only a folder that
-      :func:`save` or :func:`export` wrote (or an empty one) is replaced; any
-      other existing path raises ``FileExistsError``.
-    verify: load the written folder back before renaming it into place and
-      check that the rebuilt flow gives the same ``log_prob``.  This catches a
-      flow that its config does not describe (e.g. one built with a custom
-      ``bijector=``).
-
-  Returns:
-    The absolute path of the folder.
+    overwrite: replace ``path`` if it exists; only an empty folder or one that
+      :func:`save` or :func:`export` wrote is ever replaced.
+    verify: load the folder back first and compare ``log_prob``, which catches
+      a flow that its config does not describe (a custom ``bijector=``).
 
   Raises:
     FileExistsError: ``path`` exists and may not be replaced.
-    ValueError: the flow's config is not plain JSON, or (with ``verify``) the
-      flow does not rebuild from it.
+    ValueError: the flow's config is not plain JSON, or the flow does not
+      rebuild from it.
   """
-  _check_flow(flow)
-  config = _json_config(flow)
-  path = _prepare_target(path, overwrite)
+  config, path = _begin(flow, path, overwrite)
 
   def write_into(folder):
-    prefix = os.path.join(folder, _CHECKPOINT_PREFIX)
-    tf.train.Checkpoint(flow=flow).write(prefix)
+    tf.train.Checkpoint(flow=flow).write(os.path.join(folder, _CHECKPOINT_PREFIX))
     written = {name: {"bytes": os.path.getsize(os.path.join(folder, name)),
                       "sha256": _sha256(os.path.join(folder, name))}
                for name in sorted(os.listdir(folder))}
-    from tfp_realnvp import __version__  # pylint: disable=import-outside-toplevel
-    meta = {
-        "format": _SAVE_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "class": type(flow).__name__,
-        "config": config,
-        "checkpoint": {"prefix": _CHECKPOINT_PREFIX, "files": written},
-        "variables": [{"name": v.name, "shape": v.shape.as_list(), "dtype": v.dtype.name}
-                      for v in flow.variables],
-        "tfp_realnvp_version": __version__,
-        "tensorflow_version": tf.__version__,
-    }
-    files.atomic_write_json(os.path.join(folder, _META_FILE), meta)
+    variables = [{"name": v.name, "shape": v.shape.as_list(), "dtype": v.dtype.name}
+                 for v in flow.variables]
+    files.atomic_write_json(os.path.join(folder, _META_FILE), _meta(
+        _SAVE_FORMAT, flow, config, variables=variables,
+        checkpoint={"prefix": _CHECKPOINT_PREFIX, "files": written}))
     if verify:
       try:
         loaded = load(folder)
@@ -214,8 +153,14 @@ def save(flow: RealNVP, path, *, overwrite: bool = False, verify: bool = True) -
   return files.write_folder(path, write_into)
 
 
-def _verify_round_trip(flow: RealNVP, loaded: RealNVP) -> None:
-  x, kwargs = _probe(flow)
+def _verify_round_trip(flow: RealNVP, loaded: RealNVP, n: int = 64) -> None:
+  """Compares the two flows' ``log_prob`` at fixed points (and conditions) near the data."""
+  z = tf.random.stateless_normal([n, flow.event_size], seed=[20240, 7], dtype=flow.dtype)
+  x = flow.loc + flow.scale * z
+  kwargs = {}
+  if flow.conditional_size:
+    kwargs["conditional_input"] = tf.random.stateless_normal(
+        [n, flow.conditional_size], seed=[20240, 8], dtype=flow.dtype)
   want = flow.log_prob(x, **kwargs).numpy()
   got = loaded.log_prob(x, **kwargs).numpy()
   if not np.allclose(want, got, rtol=1e-5, atol=1e-5, equal_nan=True):
@@ -228,11 +173,8 @@ def _verify_round_trip(flow: RealNVP, loaded: RealNVP) -> None:
 
 
 def load(path) -> RealNVP:
-  """Loads a flow written by :func:`save`.
-
-  Rebuilds it with ``RealNVP(**config)`` and restores its variables from the
-  checkpoint.  The loaded flow gives the same ``log_prob`` and, with the same
-  stateless seed, the same samples.
+  """Loads a flow written by :func:`save`: the same ``log_prob`` and, with the
+  same stateless seed, the same samples.
 
   Raises:
     FileNotFoundError: ``path`` does not exist, or a checkpoint file is missing.
@@ -254,7 +196,7 @@ def load(path) -> RealNVP:
       hint = " It holds a TensorFlow SavedModel; open that with tf.saved_model.load."
     raise ValueError(f"{path} is not a folder written by tfp_realnvp.save: it has no "
                      f"{_META_FILE}.{hint}")
-  fmt = meta.get("format")
+  fmt, version = meta.get("format"), meta.get("format_version")
   if fmt == _EXPORT_FORMAT:
     raise ValueError(f"{path} was written by tfp_realnvp.export: it is a SavedModel for "
                      "serving, open it with tf.saved_model.load (tfp_realnvp.load reads "
@@ -262,15 +204,14 @@ def load(path) -> RealNVP:
   if fmt != _SAVE_FORMAT:
     raise ValueError(f"{path} was not written by tfp_realnvp.save: its {_META_FILE} has "
                      f"format {fmt!r}, expected {_SAVE_FORMAT!r}")
-  version = meta.get("format_version")
-  if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+  if not is_int(version) or version < 1:
     raise ValueError(f"{path}/{_META_FILE} has no valid format_version (got {version!r})")
   if version > FORMAT_VERSION:
     raise ValueError(
         f"{path} was saved in format_version {version} by a newer tfp_realnvp "
         f"({meta.get('tfp_realnvp_version', 'unknown version')}); this version reads "
         f"format_version {FORMAT_VERSION} and older. Upgrade tfp_realnvp to load it.")
-  if meta.get("class") != _CLASS_NAME:
+  if meta.get("class") != "RealNVP":
     raise ValueError(f"{path} holds a {meta.get('class')!r}, which tfp_realnvp.load cannot "
                      "rebuild (it loads RealNVP flows)")
   config, checkpoint = meta.get("config"), meta.get("checkpoint")
@@ -278,7 +219,17 @@ def load(path) -> RealNVP:
     raise ValueError(f"{path}/{_META_FILE} lacks its config or checkpoint entries; "
                      "the file is damaged")
   prefix = _checked_checkpoint(path, checkpoint)
-  options, event_size = _checked_config(path, config)
+  if "bijector" in config:
+    raise ValueError(f"{path}/{_META_FILE}: config may not contain 'bijector'")
+  damaged = f"{path} has an invalid config, the file is damaged"
+  event_size = config.get("event_size")
+  names = {f.name for f in dataclasses.fields(FlowOptions)}
+  try:
+    if not is_int(event_size) or event_size < 1:
+      raise ValueError(f"event_size must be a positive integer, got {event_size!r}")
+    options = FlowOptions(**{k: v for k, v in config.items() if k in names})
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{damaged}: {e}") from None
   try:
     stored = tf.train.list_variables(prefix)
   except (tf.errors.OpError, ValueError) as e:
@@ -291,18 +242,15 @@ def load(path) -> RealNVP:
         f"parameters but the checkpoint holds {stored_size:,} values")
   try:
     flow = RealNVP(**config)
-  except TypeError as e:
-    if "unexpected" not in str(e):
-      raise ValueError(f"{path} has an invalid config, the file is damaged: {e}") from None
-    raise ValueError(
-        f"{path} has a config that this version of RealNVP does not accept ({e}). It was "
-        f"saved by tfp_realnvp {meta.get('tfp_realnvp_version', '(unknown version)')}; "
-        "upgrade tfp_realnvp to load it.") from None
-  except ValueError as e:
-    raise ValueError(f"{path} has an invalid config, the file is damaged: {e}") from None
+  except (TypeError, ValueError) as e:
+    if isinstance(e, TypeError) and "unexpected" in str(e):
+      raise ValueError(
+          f"{path} has a config that this version of RealNVP does not accept ({e}). It was "
+          f"saved by tfp_realnvp {meta.get('tfp_realnvp_version', '(unknown version)')}; "
+          "upgrade tfp_realnvp to load it.") from None
+    raise ValueError(f"{damaged}: {e}") from None
   try:
-    status = tf.train.Checkpoint(flow=flow).read(prefix)
-    status.assert_consumed()
+    tf.train.Checkpoint(flow=flow).read(prefix).assert_consumed()
   except (tf.errors.OpError, AssertionError, ValueError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(
@@ -312,14 +260,14 @@ def load(path) -> RealNVP:
 
 
 def _checked_checkpoint(path: str, checkpoint: dict) -> str:
-  """Checks the recorded checkpoint files (inside ``path``, hashes); returns the prefix path."""
+  """Checks the listed checkpoint files (inside ``path``, sizes, hashes); returns the prefix."""
   prefix, listed = checkpoint.get("prefix"), checkpoint.get("files")
-  if not isinstance(prefix, str) or prefix in ("", ".", "..") or os.path.basename(prefix) != prefix \
-      or (os.altsep and os.altsep in prefix):
+  if (not isinstance(prefix, str) or prefix in ("", ".", "..")
+      or os.path.basename(prefix) != prefix or (os.altsep and os.altsep in prefix)):
     raise ValueError(f"{path}/{_META_FILE} is damaged: the checkpoint prefix {prefix!r} is "
                      "not a file name inside the folder")
-  if not isinstance(listed, dict) or f"{prefix}.index" not in listed \
-      or not any(name.startswith(f"{prefix}.data-") for name in listed):
+  if (not isinstance(listed, dict) or f"{prefix}.index" not in listed
+      or not any(name.startswith(f"{prefix}.data-") for name in listed)):
     raise ValueError(f"{path}/{_META_FILE} is damaged: it does not list the checkpoint's "
                      f"{prefix}.index and {prefix}.data-* files")
   unlisted = [n for n in os.listdir(path) if n.startswith(f"{prefix}.") and n not in listed]
@@ -328,8 +276,8 @@ def _checked_checkpoint(path: str, checkpoint: dict) -> str:
   root = os.path.realpath(path)
   for name, info in listed.items():
     full = os.path.join(path, name)
-    if not isinstance(name, str) or os.path.basename(name) != name or name in (".", "..") \
-        or not name.startswith(f"{prefix}.") or not isinstance(info, dict):
+    if (os.path.basename(name) != name or not name.startswith(f"{prefix}.")
+        or not isinstance(info, dict)):
       raise ValueError(f"{path}/{_META_FILE} lists a bad checkpoint file entry {name!r}")
     if os.path.dirname(os.path.realpath(full)) != root:
       raise ValueError(f"checkpoint file {full} is a link to a file outside the folder; "
@@ -347,35 +295,17 @@ def _checked_checkpoint(path: str, checkpoint: dict) -> str:
   return os.path.join(path, prefix)
 
 
-def _checked_config(path: str, config: dict):
-  """The config's FlowOptions and event size, checked without building anything."""
-  if "bijector" in config:
-    raise ValueError(f"{path}/{_META_FILE}: config may not contain 'bijector'")
-  event_size = config.get("event_size")
-  names = {f.name for f in dataclasses.fields(FlowOptions)}
-  try:
-    if not isinstance(event_size, int) or isinstance(event_size, bool) or event_size < 1:
-      raise ValueError(f"event_size must be a positive integer, got {event_size!r}")
-    options = FlowOptions(**{k: v for k, v in config.items() if k in names})
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{path} has an invalid config, the file is damaged: {e}") from None
-  return options, event_size
-
-
 def minimum_parameter_count(event_size: int, options: FlowOptions) -> int:
   """A lower bound on the parameters of ``RealNVP(event_size, **options)``, without building it.
 
-  Each coupling keeps ``h = event_size // 2`` coordinates; its network maps at
-  least ``h + conditional_size`` inputs through ``hidden_units`` ``(u_1..u_L)``
-  to at least ``h`` outputs, and a learned (``"lu"``) permutation between
-  couplings holds an ``event_size x event_size`` factor:
+  Each of the ``C`` couplings keeps ``h = d // 2`` coordinates; its network
+  maps at least ``h + k`` inputs (``k``: ``conditional_size``) through
+  ``hidden_units`` ``(u_1..u_L)`` to at least ``h`` outputs, and a learned
+  (``"lu"``) permutation holds a ``d x d`` factor:
 
   ```none
   count >= C [(h + k) u_1 + sum_i u_i u_(i+1) + u_L h + sum_i u_i] + [lu] (C - 1) d^2
   ```
-
-  :func:`load` refuses a config whose bound exceeds what its checkpoint
-  holds, and the main job refuses absurd sizes, before any memory is taken.
 
   #### Example
 
@@ -390,16 +320,13 @@ def minimum_parameter_count(event_size: int, options: FlowOptions) -> int:
   return options.num_couplings * per_coupling + lu
 
 
-# -- export ---------------------------------------------------------------------
-
 class _Served(tf.Module):
   """What :func:`export` saves: the flow's variables and functions closing over it."""
 
   def __init__(self, flow: RealNVP, meta_json: str):
     super().__init__(name="tfp_realnvp_export")
     d, k, dtype = flow.event_size, flow.conditional_size, flow.dtype
-    # Tracked so the SavedModel holds them; the functions capture them.
-    self.flow_variables = list(flow.variables)
+    self.flow_variables = list(flow.variables)  # tracked, so the SavedModel holds them
     self.event_size = tf.Variable(d, trainable=False, dtype=tf.int32, name="event_size")
     self.conditional_size = tf.Variable(k, trainable=False, dtype=tf.int32,
                                         name="conditional_size")
@@ -415,12 +342,10 @@ class _Served(tf.Module):
       with tf.control_dependencies(checks):
         return tf.reshape(x, [-1, size])
 
-    def kwargs(c):
-      return {"conditional_input": rows(c[0], k, "conditional_input")} if c else {}
-
     def per_event(method):  # f(x [..., d], c) -> method(x) with the batch shape of x
       def fn(x, *c):
-        out = method(rows(x, d, "x"), **kwargs(c))
+        kwargs = {"conditional_input": rows(c[0], k, "conditional_input")} if c else {}
+        out = method(rows(x, d, "x"), **kwargs)
         return tf.reshape(out, tf.concat([tf.shape(x)[:-1], tf.shape(out)[1:]], 0))
       return fn
 
@@ -456,13 +381,11 @@ def export(flow: RealNVP, path, *, overwrite: bool = False) -> str:
   """Exports ``flow`` as a TensorFlow SavedModel for serving.
 
   ``tf.saved_model.load(path)`` then gives an object, usable with TensorFlow
-  alone (no tfp_realnvp, TFP or tf_keras), with
+  alone, with
 
-  * ``log_prob(x)``: ``x`` of shape ``[..., event_size]`` (a single event
-    ``[event_size]`` or a batch ``[n, event_size]``) -> ``[...]``; another
-    last dimension raises ``InvalidArgumentError`` naming ``event_size``;
-  * ``inverse(x)`` (data -> latent) and ``forward(z)`` (latent -> data), the
-    flow's bijector, same shapes in and out;
+  * ``log_prob(x)``: ``[..., event_size]`` -> ``[...]``; another last
+    dimension raises ``InvalidArgumentError`` naming ``event_size``;
+  * ``inverse(x)`` (data -> latent) and ``forward(z)`` (latent -> data);
   * ``sample(n, seed)``: ``n`` an int32 scalar, ``seed`` an int32 pair (a
     stateless seed: the same seed gives ``flow.sample(n, seed=seed)``) or one
     int ``s`` (meaning the pair ``(0, s)``) -> ``[n, event_size]``;
@@ -475,17 +398,10 @@ def export(flow: RealNVP, path, *, overwrite: bool = False) -> str:
     ``"sample"`` in ``.signatures`` (output keys ``"log_prob"``,
     ``"latent"``, ``"x"``, ``"samples"``).
 
-  Written atomically, with the same ``overwrite`` rules as :func:`save`.
-  Returns the absolute path of the folder.
+  Written whole, with the same ``overwrite`` rules and return value as :func:`save`.
   """
-  _check_flow(flow)
-  config = _json_config(flow)
-  path = _prepare_target(path, overwrite)
-  from tfp_realnvp import __version__  # pylint: disable=import-outside-toplevel
-  meta = {"format": _EXPORT_FORMAT, "format_version": FORMAT_VERSION,
-          "class": type(flow).__name__, "config": config,
-          "tfp_realnvp_version": __version__, "tensorflow_version": tf.__version__}
-  meta_json = json.dumps(meta, indent=2, allow_nan=False)
+  config, path = _begin(flow, path, overwrite)
+  meta_json = json.dumps(_meta(_EXPORT_FORMAT, flow, config), indent=2, allow_nan=False)
 
   def write_into(folder):
     module = _Served(flow, meta_json)

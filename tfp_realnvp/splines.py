@@ -1,19 +1,10 @@
 """The rational-quadratic spline of the spline couplings, selecting bins by a mask.
 
 :class:`RationalQuadraticSpline` is ``tfb.RationalQuadraticSpline`` (same
-arguments, same transform; the tests check they agree) computed in a way that
-suits a flow of many couplings:
-
-* the bin of each point is picked by a one-hot mask over the few bins rather
-  than by ``tf.searchsorted`` and a batched ``tf.gather``, whose gradient
-  TensorFlow builds from dozens of ops per gather (``tfb.RationalQuadraticSpline``
-  does six gathers per call: a 16-coupling flow spent most of its ~50 s first
-  training step building and optimizing that graph);
-* ``inverse`` stores its log-det in the bijector cache (and ``forward``
-  likewise), so that a coupling evaluates its spline once per ``log_prob``
-  instead of once for the value and once for the log-det;
-* its knots are built with ``tf.concat`` rather than ``tf.pad``, so it is
-  also right under ``tf.vectorized_map``.
+arguments and transform; the tests check they agree) picking each point's bin
+by a one-hot mask, not by ``tf.searchsorted`` and gathers (a training graph a
+quarter the size), and caching the log-det of ``forward`` and ``inverse`` (a
+coupling evaluates its spline once per ``log_prob``).
 
 The spline (Durkan et al. 2019, *Neural Spline Flows*): knots
 ``x_k = range_min + sum_{j<k} w_j`` and ``y_k = range_min + sum_{j<k} h_j``,
@@ -24,12 +15,7 @@ bin ``k``, with ``xi = (x - x_k) / w_k`` and ``s_k = h_k / w_k``::
 
 a monotone map of ``[x_0, x_K]`` onto ``[y_0, y_K]``; the identity outside.
 
-Example:
-
 ```python
-import tensorflow as tf
-from tfp_realnvp.splines import RationalQuadraticSpline
-
 spline = RationalQuadraticSpline(bin_widths=[1., 2., 1.], bin_heights=[2., 1., 1.],
                                  knot_slopes=[0.5, 2.], range_min=-2.)
 y = spline.forward([-3., -1., 0.5])     # -3 is outside [-2, 2]: unchanged
@@ -47,17 +33,22 @@ __all__ = ["RationalQuadraticSpline"]
 tfb = tfp.bijectors
 
 
+def _log_derivative(xi, s, d_k, d_k1):
+  """``log dy/dx`` in a bin at relative position ``xi``."""
+  mix = xi * (1.0 - xi)
+  return (2.0 * tf.math.log(s)
+          + tf.math.log(d_k1 * tf.square(xi) + 2.0 * s * mix + d_k * tf.square(1.0 - xi))
+          - 2.0 * tf.math.log(s + (d_k1 + d_k - 2.0 * s) * mix))
+
+
 class RationalQuadraticSpline(tfb.Bijector):
   """Elementwise monotone rational-quadratic spline; see the module docstring.
 
   Args:
-    bin_widths: ``[..., K]`` positive widths of the ``K`` bins.
-    bin_heights: ``[..., K]`` positive heights, with the same sum as the widths
-      (the spline maps ``[range_min, range_min + sum(w)]`` onto itself).
+    bin_widths, bin_heights: ``[..., K]`` positive sizes of the ``K`` bins, with equal sums.
     knot_slopes: ``[..., K - 1]`` positive derivatives at the inner knots.
     range_min: position of the first knot (``x`` and ``y``).
-    validate_args: check positivity of the bin sizes and slopes.
-    name: name of the bijector.
+    validate_args, name: TFP's conventions (``validate_args`` checks positivity).
   """
 
   def __init__(self, bin_widths, bin_heights, knot_slopes, range_min,
@@ -78,21 +69,10 @@ class RationalQuadraticSpline(tfb.Bijector):
     return dict(bin_widths=properties(event_ndims=1), bin_heights=properties(event_ndims=1),
                 knot_slopes=properties(event_ndims=1), range_min=properties())
 
-  @property
-  def bin_widths(self):
-    return self._bin_widths
-
-  @property
-  def bin_heights(self):
-    return self._bin_heights
-
-  @property
-  def knot_slopes(self):
-    return self._knot_slopes
-
-  @property
-  def range_min(self):
-    return self._range_min
+  bin_widths = property(lambda self: self._bin_widths)
+  bin_heights = property(lambda self: self._bin_heights)
+  knot_slopes = property(lambda self: self._knot_slopes)
+  range_min = property(lambda self: self._range_min)
 
   def _is_increasing(self):
     return True
@@ -104,20 +84,15 @@ class RationalQuadraticSpline(tfb.Bijector):
             for name, t in (("bin_widths", self._bin_widths), ("bin_heights", self._bin_heights),
                             ("knot_slopes", self._knot_slopes))]
 
-  def _knots(self, sizes):
+  def _knots(self, sizes):  # by tf.concat, not tf.pad: right under tf.vectorized_map
     return self._range_min + tf.concat([tf.zeros_like(sizes[..., :1]),
                                         tf.cumsum(sizes, axis=-1)], axis=-1)
 
   def _bins(self, v, knots_v):
-    """The terms of the bin holding each ``v``, found on the knots ``knots_v``.
-
-    Returns ``(inside, v_in, x_k, y_k, w_k, h_k, d_k, d_k1)``: ``inside``
-    marks points strictly inside the spline's range; ``v_in`` is ``v`` there
-    and the range's middle elsewhere (so the unused branch stays finite).
-    """
+    """``(inside, v_in, x_k, y_k, w_k, h_k, d_k, d_k1)`` of the bin of each ``v`` on ``knots_v``."""
     lo, hi = knots_v[..., 0], knots_v[..., -1]
     inside = (v > lo) & (v < hi)
-    v_in = tf.where(inside, v, 0.5 * (lo + hi))
+    v_in = tf.where(inside, v, 0.5 * (lo + hi))  # mid-range outside: the unused branch stays finite
     below = v_in[..., tf.newaxis]
     one_hot = tf.cast((below >= knots_v[..., :-1]) & (below < knots_v[..., 1:]), v.dtype)
     ones = tf.ones_like(self._knot_slopes[..., :1])
@@ -128,20 +103,12 @@ class RationalQuadraticSpline(tfb.Bijector):
             pick(self._bin_widths), pick(self._bin_heights), pick(slopes[..., :-1]),
             pick(slopes[..., 1:]))
 
-  @staticmethod
-  def _log_derivative(xi, s, d_k, d_k1):
-    """``log dy/dx`` in a bin at relative position ``xi``."""
-    mix = xi * (1.0 - xi)
-    return (2.0 * tf.math.log(s)
-            + tf.math.log(d_k1 * tf.square(xi) + 2.0 * s * mix + d_k * tf.square(1.0 - xi))
-            - 2.0 * tf.math.log(s + (d_k1 + d_k - 2.0 * s) * mix))
-
   def _forward_and_log_det(self, x):
     inside, x_in, x_k, y_k, w, h, d_k, d_k1 = self._bins(x, self._knots(self._bin_widths))
     s, xi = h / w, (x_in - x_k) / w
     mix = xi * (1.0 - xi)
     y = y_k + h * (s * tf.square(xi) + d_k * mix) / (s + (d_k1 + d_k - 2.0 * s) * mix)
-    log_det = self._log_derivative(xi, s, d_k, d_k1)
+    log_det = _log_derivative(xi, s, d_k, d_k1)
     return tf.where(inside, y, x), tf.where(inside, log_det, tf.zeros_like(log_det))
 
   def _inverse_and_log_det(self, y):
@@ -152,12 +119,12 @@ class RationalQuadraticSpline(tfb.Bijector):
     # The root of a xi^2 + b xi + c = 0 in [0, 1], in the form that stays
     # accurate when 4ac is small (b > 0 whenever c = 0).
     xi = (2.0 * c) / (-b - tf.sqrt(tf.maximum(tf.square(b) - 4.0 * a * c, 0.0)))
-    log_det = -self._log_derivative(xi, s, d_k, d_k1)
+    log_det = -_log_derivative(xi, s, d_k, d_k1)
     return tf.where(inside, x_k + xi * w, y), tf.where(inside, log_det, tf.zeros_like(log_det))
 
   def _forward(self, x):
     y, log_det = self._forward_and_log_det(x)
-    self._cache.forward_attributes(x)["ildj"] = -log_det
+    self._cache.forward_attributes(x)["ildj"] = -log_det  # read by forward_log_det_jacobian
     return y
 
   def _inverse(self, y):

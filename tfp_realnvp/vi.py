@@ -1,28 +1,7 @@
 """Variational inference: a RealNVP surrogate posterior for any TFP model.
 
 :func:`build_realnvp_surrogate_posterior` is the RealNVP counterpart of
-``tfp.experimental.vi.build_affine_surrogate_posterior``: a flow ``q`` over
-``R^d``, ``d`` the total size of the model's parameters, pushed through
-
-    z in R^d --Split--> parts --Reshape--> shapes --Restructure--> structure
-      --bijector--> support of the model's parameters,
-
-so that ``q.sample()`` has exactly the structure, shapes and dtype of the
-model's parameters and lies in their support.  Its ``log_prob`` is exact (the
-change of variables through each bijector), so it drops unchanged into
-``tfp.vi.fit_surrogate_posterior``, ``tfp.vi.monte_carlo_variational_loss`` or
-a hand-written ``tf.GradientTape`` loop.
-
-The flow starts as the identity, so before training ``q`` is a standard
-normal in the unconstrained space (as TFP's affine builder starts): on a
-model's default event-space bijector the first ELBO is finite whenever the
-target's log-density is finite there.
-
-A model with a single scalar parameter (``d = 1``) gets a one-dimensional
-flow instead (RealNVP needs at least two coordinates to couple): a trainable
-affine map followed by a trainable monotone rational-quadratic spline of a
-standard normal, :func:`one_dimensional_flow`.  Its density is exact; a
-padded auxiliary coordinate would only give a bound on the marginal density.
+``tfp.experimental.vi.build_affine_surrogate_posterior``.
 """
 
 from __future__ import annotations
@@ -41,11 +20,8 @@ tfd = tfp.distributions
 __all__ = ["VI_FLOW_DEFAULTS", "build_realnvp_surrogate_posterior",
            "surrogate_posterior_from_flow", "one_dimensional_flow"]
 
-# Flow options for VI: the flow of the issue's first measurements (8 affine
-# couplings of (64, 64)), smaller than the density-estimation defaults, with
-# log-scales bounded far wider (Neal's funnel spans a factor exp(+-4.5) in
-# scale along its neck).  Not yet tuned by a benchmark sweep: see the README's
-# VI section for what was measured.
+# Flow options for VI: smaller than the density-estimation defaults, with log-scales bounded
+# far wider (Neal's funnel spans a factor exp(+-4.5) in scale along its neck).
 VI_FLOW_DEFAULTS = dict(num_couplings=8, hidden_units=(64, 64), log_scale_bound=8.0)
 
 
@@ -53,9 +29,8 @@ def _is_shape(s) -> bool:
   """Whether ``s`` is one shape (a leaf of an ``event_shape`` structure)."""
   if isinstance(s, (tf.TensorShape, np.ndarray, tf.Tensor, int, np.integer)):
     return True
-  if isinstance(s, (list, tuple)) and not hasattr(s, "_fields"):
-    return all(isinstance(x, (int, np.integer)) for x in s)
-  return False
+  return (isinstance(s, (list, tuple)) and not hasattr(s, "_fields")
+          and all(isinstance(x, (int, np.integer)) for x in s))
 
 
 def _as_shapes(event_shape):
@@ -77,33 +52,27 @@ def _as_shapes(event_shape):
       f"tuple/namedtuple of shapes, got {type(event_shape).__name__}: {event_shape!r}")
 
 
-def _event_space_bijector(bijector, shapes, validate_args):
-  if bijector is None and isinstance(shapes, tf.TensorShape):
-    return tfb.Identity(validate_args=validate_args)
-  if bijector is None:
-    bijector = tf.nest.map_structure(lambda _: None, shapes)
-  if isinstance(bijector, tfb.Bijector):
-    return bijector
-  tf.nest.assert_same_structure(shapes, bijector, check_types=False)
-  parts = tf.nest.map_structure(
-      lambda b: tfb.Identity() if b is None else b, bijector)
-  return tfb.JointMap(parts, validate_args=validate_args)
-
-
 def _structure_bijector(shapes, bijector, validate_args):
   """Maps a flat ``[d]`` event to ``shapes`` and then through ``bijector``."""
-  flat = tf.nest.flatten(shapes)
   if isinstance(shapes, tf.TensorShape):
     restructure = [tfb.Reshape(shapes, event_shape_in=[shapes.num_elements()],
                                validate_args=validate_args)]
   else:
+    flat = tf.nest.flatten(shapes)
     restructure = [
         tfb.Restructure(tf.nest.pack_sequence_as(shapes, list(range(len(flat))))),
         tfb.JointMap([tfb.Reshape(s, event_shape_in=[s.num_elements()],
                                   validate_args=validate_args) for s in flat]),
         tfb.Split([s.num_elements() for s in flat], validate_args=validate_args)]
-  return tfb.Chain([_event_space_bijector(bijector, shapes, validate_args)] + restructure,
-                   validate_args=validate_args, name="to_event_space")
+  if bijector is None and isinstance(shapes, tf.TensorShape):
+    bijector = tfb.Identity(validate_args=validate_args)
+  elif not isinstance(bijector, tfb.Bijector):
+    if bijector is None:
+      bijector = tf.nest.map_structure(lambda _: None, shapes)
+    tf.nest.assert_same_structure(shapes, bijector, check_types=False)
+    bijector = tfb.JointMap(tf.nest.map_structure(
+        lambda b: tfb.Identity() if b is None else b, bijector), validate_args=validate_args)
+  return tfb.Chain([bijector] + restructure, validate_args=validate_args, name="to_event_space")
 
 
 def one_dimensional_flow(*, spline_bins: int = 8, spline_bound: float = 4.0,
@@ -111,11 +80,10 @@ def one_dimensional_flow(*, spline_bins: int = 8, spline_bound: float = 4.0,
                          name: str = "one_dimensional_flow") -> tfd.Distribution:
   """A trainable flow over ``R^1``: ``x = m + s * g(z)``, ``z ~ N(0, 1)``.
 
-  ``g`` is a monotone rational-quadratic spline on
-  ``[-spline_bound, spline_bound]`` (identity outside) with trainable bin
-  widths, heights and knot slopes; ``m`` and ``s > 0`` are trainable.  It
-  starts as the standard normal (``g`` the identity, ``m = 0``, ``s = 1``).
-  Event shape ``[1]``.
+  ``g`` is a monotone rational-quadratic spline on ``[-spline_bound,
+  spline_bound]`` (identity outside) with trainable bin widths, heights and
+  knot slopes; ``m`` and ``s > 0`` are trainable.  It starts as the standard
+  normal (``g`` the identity, ``m = 0``, ``s = 1``).  Event shape ``[1]``.
   """
   dtype = tf.as_dtype(dtype)
   with tf.name_scope(name):
@@ -139,16 +107,12 @@ def one_dimensional_flow(*, spline_bins: int = 8, spline_bound: float = 4.0,
 
 def surrogate_posterior_from_flow(flow, event_shape, bijector=None, *,
                                   validate_args: bool = False, name=None) -> tfd.Distribution:
-  """Wraps a flow over ``R^d`` so that its samples have ``event_shape``.
+  """Wraps a flow over ``R^d``, ``d`` the total size of ``event_shape``, into its structure.
 
-  ``flow`` is a distribution with event shape ``[d]``, ``d`` the total size of
-  ``event_shape`` (a :class:`RealNVP`, e.g. one loaded with
-  :func:`tfp_realnvp.load`); ``event_shape`` and ``bijector`` are as in
+  ``event_shape`` and ``bijector`` are as in
   :func:`build_realnvp_surrogate_posterior`.  This is how a saved surrogate
-  comes back: ``tfp_realnvp.save(q.distribution, path)`` saves the flow of a
-  surrogate ``q``, and
-  ``surrogate_posterior_from_flow(tfp_realnvp.load(path), event_shape,
-  bijector)`` rebuilds ``q`` with the same ``log_prob``.
+  ``q`` comes back: ``tfp_realnvp.save(q.distribution, path)``, then
+  ``surrogate_posterior_from_flow(tfp_realnvp.load(path), event_shape, bijector)``.
   """
   shapes = _as_shapes(event_shape)
   size = sum(s.num_elements() for s in tf.nest.flatten(shapes))
@@ -165,11 +129,17 @@ def build_realnvp_surrogate_posterior(event_shape, bijector=None, *, loc=None, s
                                       name=None, **flow_options) -> tfd.Distribution:
   """A trainable RealNVP surrogate posterior with the structure of ``event_shape``.
 
-  With the flow's density ``q_flow`` over ``R^d`` and ``T`` the bijector
-  (reshaping into ``event_shape`` then ``bijector``), the surrogate is
-  ``q(theta) = q_flow(T^{-1}(theta)) |det dT^{-1}/dtheta|``; its samples are
-  ``T(x)``, ``x ~ q_flow``.  The ELBO ``E_q[log p(theta, y) - log q(theta)]``
-  it is fitted to is a lower bound on ``log p(y)``.
+  A flow ``q_flow`` over ``R^d``, ``d`` the total size of ``event_shape``,
+  pushed through ``T``: split, reshape and restructure into ``event_shape``,
+  then ``bijector`` into the support.  Its samples ``T(x)``, ``x ~ q_flow``,
+  have exactly the structure, shapes and ``dtype`` of the model's parameters,
+  and its density is exact, ``q(theta) = q_flow(T^{-1}(theta)) |det
+  dT^{-1}/dtheta|``: it drops into ``tfp.vi.fit_surrogate_posterior`` (whose
+  ELBO ``E_q[log p(theta, y) - log q(theta)]`` bounds ``log p(y)`` from below),
+  ``tfp.vi.monte_carlo_variational_loss`` or a ``tf.GradientTape`` loop.  The
+  flow starts as the identity, so ``q`` starts as a standard normal in the
+  unconstrained space, as TFP's affine builder does.  With ``d = 1`` (RealNVP
+  needs two coordinates to couple) the flow is :func:`one_dimensional_flow`.
 
   Example (Eight Schools, a pinned joint distribution):
 
@@ -193,29 +163,22 @@ def build_realnvp_surrogate_posterior(event_shape, bijector=None, *, loc=None, s
   ```
 
   Args:
-    event_shape: the shape of the parameters: a shape, or a nested structure
-      (dict, list, tuple, namedtuple) of shapes, scalars (``[]``) included.
+    event_shape: a shape, or a nested structure (dict, list, tuple,
+      namedtuple) of shapes, scalars (``[]``) included.
     bijector: ``None``, a bijector, or a structure of bijectors matching
-      ``event_shape`` (a dict is wrapped in ``tfb.JointMap``; ``None`` entries
-      are the identity), mapping unconstrained values to the support, e.g.
-      ``pinned.experimental_default_event_space_bijector()`` or an Inference
-      Gym ``model.default_event_space_bijector``.
+      ``event_shape`` (``None`` entries are the identity) mapping
+      unconstrained values to the support, e.g.
+      ``pinned.experimental_default_event_space_bijector()``.
     loc, scale: fixed per-coordinate affine map of the flat flow (see
       :class:`RealNVP`), e.g. a rough posterior mean and spread in
       unconstrained space; default 0 and 1.
-    dtype: ``tf.float32`` or ``tf.float64``.
-    seed: seed of random permutations.
-    validate_args: TFP's argument checks.
-    name: name of the distribution.
-    **flow_options: :class:`RealNVP` options (``num_couplings``,
-      ``hidden_units``, ``coupling``, ``log_scale_bound``, ...); defaults
-      :data:`VI_FLOW_DEFAULTS`, then the flow's own.  With a total size of 1
-      only ``spline_bins`` and ``spline_bound`` apply
-      (:func:`one_dimensional_flow`).
+    dtype, seed, validate_args, name: as for :class:`RealNVP`.
+    **flow_options: :class:`RealNVP` options; defaults
+      :data:`VI_FLOW_DEFAULTS`, then the flow's own.  With ``d = 1`` only
+      ``spline_bins`` and ``spline_bound`` apply.
 
   Returns:
-    A distribution whose samples have the structure, shapes and ``dtype`` of
-    ``event_shape``; its ``distribution`` attribute is the flow and its
+    The surrogate; its ``distribution`` attribute is the flow and its
     ``trainable_variables`` are complete at construction.
   """
   shapes = _as_shapes(event_shape)
@@ -234,4 +197,3 @@ def build_realnvp_surrogate_posterior(event_shape, bijector=None, *, loc=None, s
                    validate_args=validate_args, **options)
   return surrogate_posterior_from_flow(flow, shapes, bijector, validate_args=validate_args,
                                        name=name)
-

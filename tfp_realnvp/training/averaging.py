@@ -13,13 +13,10 @@ class WeightAverage:
   """Polyak averaging with the warm-up of ``tf.train.ExponentialMovingAverage``.
 
   After the n-th update, ``average += (1 - d) * (weight - average)`` with
-  ``d = min(decay, (1 + n) / (10 + n))``.  Written by hand:
-  ``tf.train.ExponentialMovingAverage.apply`` fails on the mirrored variables
-  of a ``tf.distribute`` strategy, and ``tf_keras``'s ``use_ema`` has no
-  warm-up (its averages, and so the trained model, would differ).
-  ``decay=None`` turns averaging off: then :meth:`update` does nothing and the
-  "averages" are the variables themselves.  Create it under the strategy's
-  scope.
+  ``d = min(decay, (1 + n) / (10 + n))``.  (TF's class fails on mirrored
+  variables; ``tf_keras``'s ``use_ema`` has no warm-up.)  ``decay=None`` turns
+  averaging off: the "averages" are then the variables themselves.  Create it
+  under the strategy's scope.
   """
 
   def __init__(self, variables, decay: float | None):
@@ -48,9 +45,6 @@ class WeightAverage:
   @contextlib.contextmanager
   def swapped_in(self):
     """The variables hold the averages inside the ``with``, the raw weights after."""
-    if self.decay is None:
-      yield
-      return
     for saved, v, average in zip(self._stash, self.variables, self.averages):
       saved.assign(v)
       v.assign(average)

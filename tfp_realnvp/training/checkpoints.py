@@ -1,5 +1,4 @@
-"""What :func:`fit` records: the :class:`History` of a run, and checkpoints
-that resume it after any kill, with the history written beside each one."""
+"""What :func:`fit` records: the :class:`History` of a run, and checkpoints that resume it."""
 
 from __future__ import annotations
 
@@ -26,15 +25,12 @@ class History:
     epoch: epoch numbers, from 1.
     step: optimizer steps done at the end of each epoch.
     train_nll: mean training NLL (nats) over the epoch's finite steps.
-    val_nll: validation NLL (nats) at the end of each epoch (``nan`` without
-      validation data).
+    val_nll: validation NLL (nats) at the end of each epoch (``nan`` without validation data).
     learning_rate: learning rate at the end of each epoch.
-    wall_time: seconds of training at the end of each epoch (summed over
-      resumed sessions).
-    nonfinite_steps: steps skipped during each epoch because the loss or a
-      gradient was not finite.
-    best_epoch: epoch whose weights the model holds at the end (the best
-      validation epoch with ``restore_best_weights``, else the last).
+    wall_time: seconds of training at the end of each epoch (over resumed sessions too).
+    nonfinite_steps: steps skipped in each epoch for a non-finite loss or gradient.
+    best_epoch: epoch whose weights the model holds at the end (the best validation
+      epoch with ``restore_best_weights``, else the last).
     best_val_nll: validation NLL of ``best_epoch``.
     stopped_early: whether early stopping ended training.
     resumed_from_step: the step a resumed run started from (0 if fresh).
@@ -64,20 +60,14 @@ class History:
 
 
 class Checkpoints:
-  """``tf.train.CheckpointManager`` checkpoints ``ckpt-<step>`` of ``trackables``,
-  each with a ``ckpt-<step>.history.json`` of the :class:`History` and the
-  loop's ``progress`` state.
+  """Checkpoints ``ckpt-<step>`` of ``trackables``, each with a ``ckpt-<step>.history.json``
+  of the :class:`History` and the loop's ``progress`` state.
 
-  The history is written before the checkpoint, so a checkpoint that the
-  manager lists always has one; a resume takes the newest checkpoint that is
-  complete (a kill mid-save leaves the previous one in place).  A save that
-  fails for lack of disk space removes what it wrote and raises
-  ``OSError(ENOSPC)`` naming the folder; the last good checkpoint stays.
-
-  Under a multi-worker strategy every worker restores from ``directory`` but
-  only the one that ``strategy.extended.should_checkpoint`` names (the chief)
-  writes there: the others (``writer=False``) still take part in each save,
-  as ``tf.distribute`` requires, into a temporary folder they then remove.
+  The history is written first, so a resume finds the newest complete checkpoint
+  even after a kill mid-save.  A save that runs out of disk space removes what it
+  wrote and raises ``OSError(ENOSPC)``.  Under a multi-worker strategy only the
+  chief writes (``writer``); the others take part in each save, as
+  ``tf.distribute`` requires, into a temporary folder they then remove.
   """
 
   def __init__(self, directory, trackables: dict, max_to_keep: int, writer: bool = True):

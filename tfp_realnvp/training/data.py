@@ -69,20 +69,16 @@ def as_array(data, name: str, size: int | None, dtype) -> np.ndarray:
 
 
 class TrainingData:
-  """Training points (``x``, conditions ``c`` or ``None``), validation points
-  and the endless batched ``dataset`` that feeds the training step.
-
-  ``rows`` is the number of training points (``None`` for an endless
-  ``tf.data.Dataset``); ``x`` holds all of them for arrays and the first
-  rows of a dataset (for ``adapt`` and the density image).
-  """
+  """Training points ``x`` (for a dataset, its first rows) and conditions ``c`` (or
+  ``None``), validation points, the endless batched ``dataset`` that feeds the steps,
+  and the number of training ``rows`` (``None`` for an endless dataset)."""
 
   def __init__(self, x, c, x_val, c_val, dataset: tf.data.Dataset, rows: int | None):
     self.x, self.c, self.x_val, self.c_val = x, c, x_val, c_val
     self.dataset, self.rows = dataset, rows
 
 
-def _validation(validation_data, x, c, rng, size, dtype):
+def _validation(validation_data, x, c, seed, size, dtype):
   """Returns (x_train, c_train, x_val, c_val)."""
   if validation_data is None:
     return x, c, None, None
@@ -96,7 +92,7 @@ def _validation(validation_data, x, c, rng, size, dtype):
     if n_val >= x.shape[0]:
       raise ValueError(
           f"validation fraction {validation_data} leaves no training data out of {x.shape[0]} rows")
-    order = rng.permutation(x.shape[0])
+    order = np.random.default_rng(seed).permutation(x.shape[0])
     val, train = order[:n_val], order[n_val:]
     return x[train], None if c is None else c[train], x[val], None if c is None else c[val]
   parts = validation_data if isinstance(validation_data, tuple) else (validation_data,)
@@ -155,7 +151,7 @@ def prepare(distribution, data, conditional_input, validation_data, *, batch_siz
       raise ValueError("with a tf.data.Dataset, give the conditions in its elements (x, c), "
                        "not as conditional_input=")
     dataset, x, c, rows = _from_dataset(data, size, dtype)
-    _, _, x_val, c_val = _validation(validation_data, None, c, None, size, dtype)
+    _, _, x_val, c_val = _validation(validation_data, None, c, seed, size, dtype)
   else:
     x = as_array(data, "data", size, dtype)
     c = None
@@ -164,8 +160,7 @@ def prepare(distribution, data, conditional_input, validation_data, *, batch_siz
       if c.shape[0] != x.shape[0]:
         raise ValueError(f"data has {x.shape[0]} rows but conditional_input has {c.shape[0]}; "
                          "give one conditioning vector per point")
-    rng = np.random.default_rng(seed)
-    x, c, x_val, c_val = _validation(validation_data, x, c, rng, size, dtype)
+    x, c, x_val, c_val = _validation(validation_data, x, c, seed, size, dtype)
     rows = x.shape[0]
     dataset = tf.data.Dataset.from_tensor_slices(x if c is None else (x, c)).shuffle(
         rows, seed=seed, reshuffle_each_iteration=True)

@@ -1,12 +1,5 @@
-"""Maximum-likelihood training of any TFP distribution: :func:`fit`.
-
-:func:`fit` minimizes the mean negative log-likelihood ``-mean(log p(x))``
-with a compiled step that skips non-finite updates (``step``), the default
-optimizer (``optimizer``), a moving average of the weights (``averaging``),
-an optional validation set with early stopping and best-weights restore,
-checkpoints that resume after any kill (``checkpoints``), and a progress bar
-and TensorBoard summaries (``summaries``).
-"""
+"""The training loop of :func:`fit`: epochs of compiled steps, validation with
+early stopping and best-weights restore, checkpoints and reports."""
 
 from __future__ import annotations
 
@@ -15,7 +8,6 @@ import math
 import time
 from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
@@ -65,9 +57,8 @@ def _check_arguments(values: dict) -> None:
 
 
 def _clear_cache(distribution) -> None:
-  """Drops cached bijector results computed with weights that ``fit`` changed,
-  and those of the graphs ``fit`` traced: TFP's bijector cache holds their
-  inputs strongly, which would keep every traced graph alive."""
+  """Drops the distribution's cached bijector results and those of traced graphs
+  (TFP's bijector cache holds their inputs strongly, keeping every graph alive)."""
   clear = getattr(distribution, "clear_cache", None)
   if callable(clear):
     clear()
@@ -78,47 +69,23 @@ def _clear_cache(distribution) -> None:
       storage.pop(key, None)
 
 
-def fit(distribution,
-        data,
-        *,
-        steps: int | None = None,
-        epochs: int | None = None,
-        batch_size: int = _D.batch_size,
-        learning_rate: float = _D.learning_rate,
+def fit(distribution, data, *, steps: int | None = None, epochs: int | None = None,
+        batch_size: int = _D.batch_size, learning_rate: float = _D.learning_rate,
         optimizer: tf_keras.optimizers.Optimizer | None = None,
-        ema_decay: float | None = _D.ema_decay,
-        validation_data=None,
-        conditional_input=None,
-        eval_every: int | None = None,
-        early_stopping_patience: int | None = None,
+        ema_decay: float | None = _D.ema_decay, validation_data=None, conditional_input=None,
+        eval_every: int | None = None, early_stopping_patience: int | None = None,
         restore_best_weights: bool = True,
-        trainable_variables: Sequence[tf.Variable] | None = None,
-        adapt: bool = True,
-        max_nonfinite_steps: int = 20,
-        nonfinite_learning_rate_factor: float | None = None,
-        checkpoint_dir=None,
-        checkpoint_every: int | None = None,
-        max_checkpoints: int = 2,
-        log_dir=None,
-        image_every: int = 5,
-        strategy: tf.distribute.Strategy | None = None,
-        seed: int | None = 0,
-        progress: bool = True,
-        jit_compile: bool = False,
+        trainable_variables: Sequence[tf.Variable] | None = None, adapt: bool = True,
+        max_nonfinite_steps: int = 20, nonfinite_learning_rate_factor: float | None = None,
+        checkpoint_dir=None, checkpoint_every: int | None = None, max_checkpoints: int = 2,
+        log_dir=None, image_every: int = 5, strategy: tf.distribute.Strategy | None = None,
+        seed: int | None = 0, progress: bool = True, jit_compile: bool = False,
         log_prob_kwargs: dict | None = None) -> History:
   """Fits ``distribution`` to ``data`` by maximum likelihood.
 
-  Minimizes ``-mean(distribution.log_prob(batch))`` over minibatches with
-  ``optimizer`` (default: :func:`default_optimizer` over the run's steps:
-  Adam, warm-up and cosine decay, gradients clipped to global norm 10).  A
-  step whose loss or gradient is not finite is skipped, counted in the
-  history, and optionally lowers the learning rate; after
-  ``max_nonfinite_steps`` such steps in a row :class:`TrainingDiverged` is
-  raised with the last good weights in place.  At the end, cached bijector
-  results of the distribution (``clear_cache()``) are dropped, so samples
-  drawn before training are evaluated with the trained weights.
-
-  Example:
+  Minimizes ``-mean(distribution.log_prob(batch))`` over minibatches, skipping
+  any step with a non-finite loss or gradient.  Cached bijector results are
+  dropped at the end, so samples drawn before are evaluated with the new weights.
 
   ```python
   import tfp_realnvp
@@ -131,67 +98,38 @@ def fit(distribution,
 
   Args:
     distribution: any TFP distribution with a rank-1 event shape.
-    data: training points, shape ``[n, event_size]``, or a ``tf.data.Dataset``
-      (finite or repeated) of points or of batches (rebatched to
-      ``batch_size``), each ``x`` or ``(x, conditional_input)``.  Data whose
-      values would overflow or lose their spread in the distribution's dtype
-      is refused (use a float64 flow); so are NaN, inf and complex values.
-    steps: number of optimizer steps.  Give ``steps`` or ``epochs``; with
-      neither, ``TRAINING_DEFAULTS.steps`` (8000).
-    epochs: number of passes over the training data (not for an endless dataset).
+    data: points ``[n, event_size]``, or a finite or repeated ``tf.data.Dataset`` of points or
+      batches, each ``x`` or ``(x, c)``.  NaN, inf and values the dtype cannot hold are refused.
+    steps: optimizer steps; give this or ``epochs`` (neither: ``TRAINING_DEFAULTS.steps``).
+    epochs: passes over the training data (not for an endless dataset).
     batch_size: points per step (the global batch under a strategy).
-    learning_rate: peak learning rate of the default optimizer (ignored when
-      ``optimizer`` is given).
-    optimizer: a ``tf_keras`` optimizer, e.g. ``default_optimizer(steps,
-      warmup_steps=..., clip_norm=..., weight_decay=...)``; under a strategy,
-      create it in ``strategy.scope()``.
-    ema_decay: if set, keep an exponential moving average of the weights
-      (:class:`~tfp_realnvp.training.averaging.WeightAverage`); validation,
-      best-weights selection and the returned model use the averaged weights,
-      the optimizer steps the raw ones.  ``None`` turns it off.
-    validation_data: ``None``, a fraction in (0, 1) of array ``data`` to hold
-      out, ``x_val`` / ``(x_val,)``, or ``(x_val, c_val)`` for a conditional flow.
-    conditional_input: for a conditional flow and array data, the conditioning
-      vectors, shape ``[n, conditional_size]``; each batch's rows are passed
-      as ``log_prob(x, conditional_input=c)``.
-    eval_every: steps per epoch (evaluation period); default one pass over the
-      training data, a tenth of the steps for an endless dataset.
-    early_stopping_patience: stop after this many epochs without a better
-      validation NLL (needs validation data); ``None`` never stops early.
-    restore_best_weights: with validation data, end with the weights of the
-      best validation epoch.
-    trainable_variables: the variables to train; default
-      ``distribution.trainable_variables``.  Pass them explicitly for models
-      that do not track theirs (e.g. ``tfb.real_nvp_default_template``).
-    adapt: if the distribution has an ``adapt`` method and is not yet adapted,
-      set its normalization (and its conditions') from the training data first.
-    max_nonfinite_steps: raise :class:`TrainingDiverged` after this many
-      consecutive steps with a non-finite loss or gradient.
-    nonfinite_learning_rate_factor: if set (e.g. 0.5), a non-finite step also
-      rolls the weights back to before the previous step (whose update led
-      there) and multiplies the learning rate of a :func:`default_optimizer`
-      by this factor.
-    checkpoint_dir: folder for checkpoints (weights, optimizer state, step,
-      input-pipeline position, history).  If it holds a checkpoint of an
-      earlier call with the same settings, training resumes from the newest
-      complete one and does only the remaining steps.
-    checkpoint_every: steps between checkpoints (rounded to whole epochs);
-      default every epoch when ``checkpoint_dir`` is set.
+    learning_rate: peak learning rate of the default optimizer.
+    optimizer: a ``tf_keras`` optimizer; default :func:`default_optimizer` over the run's steps.
+    ema_decay: decay of the weight average (``averaging``) that validation, best-weights
+      selection and the returned model use; ``None``: no average.
+    validation_data: a fraction in (0, 1) of array ``data`` to hold out, ``x_val``, ``(x_val,)``
+      or, for a conditional flow, ``(x_val, c_val)``.
+    conditional_input: with array data, the conditions ``[n, conditional_size]``.
+    eval_every: steps per epoch; default a pass over the data (a tenth of ``steps`` if endless).
+    early_stopping_patience: stop after this many epochs without a better validation NLL.
+    restore_best_weights: with validation data, end with the best validation epoch's weights.
+    trainable_variables: default ``distribution.trainable_variables``.
+    adapt: first ``distribution.adapt`` to the training data, if it has one and is not adapted.
+    max_nonfinite_steps: consecutive non-finite steps that raise :class:`TrainingDiverged`
+      (with the last good weights in place).
+    nonfinite_learning_rate_factor: if set, a non-finite step also undoes the step before it
+      and multiplies a :func:`default_optimizer`'s learning rate by this factor.
+    checkpoint_dir: folder of checkpoints; a call with the same settings resumes from the
+      newest complete one and does only the remaining steps.
+    checkpoint_every: steps between checkpoints, rounded to epochs (default every epoch).
     max_checkpoints: checkpoints kept.
-    log_dir: folder for TensorBoard summaries: train/validation NLL, learning
-      rate and non-finite step count per epoch, and for 2-D data an image of
-      the learned density every ``image_every`` epochs.
-    image_every: epochs between density images.
-    strategy: a ``tf.distribute`` strategy.  Build the distribution under
-      ``strategy.scope()``; each global batch is split across replicas and
-      the gradients are summed over them.  With ``checkpoint_dir`` (a folder
-      every worker can read) only the chief writes checkpoints; every worker
-      resumes from them, at the data position of the step count.
+    log_dir: folder for TensorBoard summaries (``summaries``).
+    image_every: epochs between density images in ``log_dir`` (2-D data).
+    strategy: a ``tf.distribute`` strategy, in whose scope the distribution (and
+      ``optimizer``) was built; only its chief writes checkpoints.
     seed: seed of the validation split and of the shuffling.
-    progress: show a ``tqdm`` progress bar (updated once a minute when its
-      stream is not a terminal).
-    jit_compile: compile the training step with XLA; falls back to a plain
-      graph if XLA cannot compile the distribution.  Not used under a strategy.
+    progress: show a ``tqdm`` progress bar.
+    jit_compile: compile the step with XLA where it can (not under a strategy).
     log_prob_kwargs: extra keyword arguments for every ``log_prob`` call.
 
   Returns:
@@ -202,14 +140,8 @@ def fit(distribution,
   replicas = 1 if strategy is None else strategy.num_replicas_in_sync
   data = prepare(distribution, data, conditional_input, validation_data,
                  batch_size=batch_size, replicas=replicas, seed=seed)
-  if early_stopping_patience is not None and data.x_val is None:
-    raise ValueError("early_stopping_patience needs validation_data")
-  if epochs is not None and data.rows is None:
-    raise ValueError("epochs= needs a finite dataset; give steps= for an endless one")
-  per_pass = None if data.rows is None else data.rows // batch_size
-  total_steps = epochs * per_pass if epochs is not None else steps or _D.steps
-  eval_every = eval_every or min(per_pass or max(1, total_steps // 10), total_steps)
-  checkpoint_epochs = max(1, round((checkpoint_every or eval_every) / eval_every))
+  total_steps, eval_every, checkpoint_epochs = _plan(
+      data, steps, epochs, batch_size, eval_every, checkpoint_every, early_stopping_patience)
   if adapt and hasattr(distribution, "adapt") and not getattr(distribution, "is_adapted", True):
     distribution.adapt(data.x, **({} if data.c is None else {"conditional_input": data.c}))
   variables = _variables(distribution, trainable_variables, strategy)
@@ -220,8 +152,7 @@ def fit(distribution,
       return distribution.log_prob(batch, **log_prob_kwargs)
     return distribution.log_prob(batch[0], conditional_input=batch[1], **log_prob_kwargs)
 
-  # Under a strategy the data position is the step count (the data order is
-  # seeded), as a distributed iterator cannot be checkpointed: see below.
+  # A distributed iterator cannot be checkpointed: under a strategy, skip `done` batches.
   iterator = iter(data.dataset) if strategy is None else None
   with strategy.scope() if strategy is not None else contextlib.nullcontext():
     if optimizer is None:
@@ -236,80 +167,42 @@ def fit(distribution,
         strategy=strategy, after_apply=average.update, max_nonfinite_steps=max_nonfinite_steps,
         lr_cut=nonfinite_learning_rate_factor, lr_factor=lr_factor,
         jit_compile=jit_compile and strategy is None, dtype=distribution.dtype)
-  evaluate = _evaluator(batch_log_prob, data, average)
   checkpoints, history, state = _resume(checkpoint_dir, max_checkpoints, dict(
       variables=variables, optimizer=optimizer, lr_factor=lr_factor or [], best=best,
       iterator=iterator if strategy is None else [], **average.checkpoint_state(),
       distribution=distribution if isinstance(distribution, tf.Module) else []),
       writer=strategy is None or strategy.extended.should_checkpoint)
-  done = history.step[-1] if history.step else 0
+  done = history.resumed_from_step
   if strategy is not None:
     train.iterator = iter(strategy.experimental_distribute_dataset(data.dataset.skip(done)))
-  epoch = history.epoch[-1] if history.epoch else 0
-  earlier_sessions, session_start = state["elapsed"], time.perf_counter()
-  image = None
-  if event_size(distribution) == 2 and data.c is None:
-    image = lambda: _density_image(distribution, data.x, average, log_prob_kwargs)  # noqa: E731
   reporter = Reporter(total_steps=total_steps, done=done, progress=progress, log_dir=log_dir,
-                      image=image, image_every=image_every)
+                      image=_density_image(distribution, data, average, log_prob_kwargs),
+                      image_every=image_every)
   try:
-    while done < total_steps and not history.stopped_early:
-      chunk = min(eval_every, total_steps - done)
-      loss_sum, skipped = train(chunk)
-      if train.diverged:
-        raise TrainingDiverged(
-            f"{max_nonfinite_steps} consecutive steps gave a non-finite loss or gradient "
-            f"(near step {done + chunk} of {total_steps}); they were skipped and the weights "
-            "are those of the last finite step. Lower the learning rate, set clip_norm in "
-            "default_optimizer or nonfinite_learning_rate_factor.")
-      done, epoch = done + chunk, epoch + 1
-      taken = chunk - skipped
-      val_nll = evaluate() if data.x_val is not None else math.nan
-      state["elapsed"] = earlier_sessions + time.perf_counter() - session_start
-      for name, value in (("epoch", epoch), ("step", done), ("val_nll", val_nll),
-                          ("train_nll", loss_sum / taken if taken else math.nan),
-                          ("learning_rate", _learning_rate(optimizer)),
-                          ("wall_time", state["elapsed"]), ("nonfinite_steps", skipped)):
-        getattr(history, name).append(value)
-      if data.x_val is not None:
-        _track_best(history, state, best, average, early_stopping_patience)
-      reporter.epoch(history, chunk)
-      if checkpoints is not None and (epoch % checkpoint_epochs == 0 or done >= total_steps
-                                      or history.stopped_early):
-        checkpoints.save(history, state)
-  except TrainingDiverged as error:
-    error.history, error.step = history, done + chunk
-    raise
+    evaluate = _evaluator(batch_log_prob, data, average) if data.x_val is not None else None
+    _run_epochs(train, evaluate, history, state, checkpoints, reporter,
+                total_steps=total_steps, eval_every=eval_every,
+                checkpoint_epochs=checkpoint_epochs, best=best, average=average,
+                patience=early_stopping_patience)
   finally:
     reporter.close()
     _clear_cache(distribution)
-
-  if best and history.best_epoch is not None:
-    for v, saved in zip(variables, best):
-      v.assign(saved)
-    history.best_val_nll = state["best_val"]
-  else:
-    average.keep()
-    history.best_epoch = epoch
-    history.best_val_nll = history.val_nll[-1] if history.val_nll else math.nan
+  _keep_best(history, state, best, average)
   _clear_cache(distribution)
   history.total_time = time.perf_counter() - start_time
   return history
 
 
-def _resume(checkpoint_dir, max_checkpoints, trackables, writer):
-  """The run's checkpoints (``None`` without ``checkpoint_dir``), its history
-  and loop state: those of the newest complete checkpoint, if any."""
-  state = {"best_val": math.inf, "epochs_since_best": 0, "elapsed": 0.0}
-  if checkpoint_dir is None:
-    return None, History(), state
-  checkpoints = Checkpoints(checkpoint_dir, trackables, max_to_keep=max_checkpoints,
-                            writer=writer)
-  restored = checkpoints.restore()
-  if restored is None:
-    return checkpoints, History(), state
-  history, saved = restored
-  return checkpoints, history, {**state, **saved}
+def _plan(data, steps, epochs, batch_size, eval_every, checkpoint_every, patience):
+  """``(total steps, steps per epoch, epochs between checkpoints)``."""
+  if patience is not None and data.x_val is None:
+    raise ValueError("early_stopping_patience needs validation_data")
+  if epochs is not None and data.rows is None:
+    raise ValueError("epochs= needs a finite dataset; give steps= for an endless one")
+  per_pass = None if data.rows is None else data.rows // batch_size
+  total_steps = epochs * per_pass if epochs is not None else steps or _D.steps
+  eval_every = eval_every or min(per_pass or max(1, total_steps // 10), total_steps)
+  return total_steps, eval_every, max(1, round((checkpoint_every or eval_every) / eval_every))
 
 
 def _variables(distribution, trainable_variables, strategy) -> list:
@@ -327,6 +220,18 @@ def _variables(distribution, trainable_variables, strategy) -> list:
   return variables
 
 
+def _resume(checkpoint_dir, max_checkpoints, trackables, writer):
+  """The run's checkpoints (``None`` without ``checkpoint_dir``), its history
+  and loop state: those of the newest complete checkpoint, if any."""
+  state = {"best_val": math.inf, "epochs_since_best": 0, "elapsed": 0.0}
+  if checkpoint_dir is None:
+    return None, History(), state
+  checkpoints = Checkpoints(checkpoint_dir, trackables, max_to_keep=max_checkpoints,
+                            writer=writer)
+  history, saved = checkpoints.restore() or (History(), {})
+  return checkpoints, history, {**state, **saved}
+
+
 def _evaluator(batch_log_prob, data, average):
   """The validation NLL (nats per point) with the averaged weights."""
   batch_nll = tf.function(lambda batch: -tf.reduce_sum(batch_log_prob(batch)), autograph=False)
@@ -342,6 +247,40 @@ def _evaluator(batch_log_prob, data, average):
   return evaluate
 
 
+def _run_epochs(train, evaluate, history, state, checkpoints, reporter, *, total_steps: int,
+                eval_every: int, checkpoint_epochs: int, best, average, patience) -> None:
+  """Epochs of ``eval_every`` steps up to ``total_steps``, each validated (unless
+  ``evaluate`` is ``None``), recorded in ``history``, reported and checkpointed."""
+  done, epoch = history.resumed_from_step, history.epoch[-1] if history.epoch else 0
+  earlier_sessions, session_start = state["elapsed"], time.perf_counter()
+  while done < total_steps and not history.stopped_early:
+    chunk = min(eval_every, total_steps - done)
+    loss_sum, skipped = train(chunk)
+    if train.diverged:
+      error = TrainingDiverged(
+          f"{train.max_nonfinite_steps} consecutive steps gave a non-finite loss or gradient "
+          f"(near step {done + chunk} of {total_steps}); they were skipped and the weights "
+          "are those of the last finite step. Lower the learning rate, set clip_norm in "
+          "default_optimizer or nonfinite_learning_rate_factor.")
+      error.history, error.step = history, done + chunk
+      raise error
+    done, epoch = done + chunk, epoch + 1
+    taken = chunk - skipped
+    val_nll = evaluate() if evaluate is not None else math.nan
+    state["elapsed"] = earlier_sessions + time.perf_counter() - session_start
+    for name, value in (("epoch", epoch), ("step", done), ("val_nll", val_nll),
+                        ("train_nll", loss_sum / taken if taken else math.nan),
+                        ("learning_rate", _learning_rate(train.optimizer)),
+                        ("wall_time", state["elapsed"]), ("nonfinite_steps", skipped)):
+      getattr(history, name).append(value)
+    if evaluate is not None:
+      _track_best(history, state, best, average, patience)
+    reporter.epoch(history, chunk)
+    if checkpoints is not None and (epoch % checkpoint_epochs == 0 or done >= total_steps
+                                    or history.stopped_early):
+      checkpoints.save(history, state)
+
+
 def _track_best(history, state, best, average, patience) -> None:
   """Keeps the best validation epoch's weights; flags early stopping."""
   if history.val_nll[-1] < state["best_val"]:
@@ -354,12 +293,30 @@ def _track_best(history, state, best, average, patience) -> None:
     history.stopped_early = patience is not None and state["epochs_since_best"] >= patience
 
 
+def _keep_best(history, state, best, average) -> None:
+  """Ends with the best validation epoch's weights if kept, else the (averaged) last ones."""
+  if best and history.best_epoch is not None:
+    for v, saved in zip(average.variables, best):
+      v.assign(saved)
+    history.best_val_nll = state["best_val"]
+  else:
+    average.keep()
+    history.best_epoch = history.epoch[-1] if history.epoch else 0
+    history.best_val_nll = history.val_nll[-1] if history.val_nll else math.nan
+
+
 def _learning_rate(optimizer) -> float:
   lr = optimizer.learning_rate
   return float(tf.convert_to_tensor(lr(optimizer.iterations) if callable(lr) else lr))
 
 
-def _density_image(distribution, points: np.ndarray, average, log_prob_kwargs) -> tf.Tensor:
-  from tfp_realnvp.plots import density_image  # matplotlib only when images are asked for
-  with average.swapped_in():
-    return density_image(distribution, points, **log_prob_kwargs)
+def _density_image(distribution, data, average, log_prob_kwargs):
+  """A callable drawing the learned density for TensorBoard, for 2-D unconditional data."""
+  if event_size(distribution) != 2 or data.c is not None:
+    return None
+
+  def image() -> tf.Tensor:
+    from tfp_realnvp.plots import density_image  # matplotlib only when images are asked for
+    with average.swapped_in():
+      return density_image(distribution, data.x, **log_prob_kwargs)
+  return image

@@ -1,9 +1,5 @@
-"""The default optimizer of :func:`fit`: Adam (AdamW with weight decay) with a
-global-norm gradient clip, a linear warm-up and a cosine decay.
-
-Every knob defaults to ``tfp_realnvp.options.TRAINING_DEFAULTS``, the tuned
-configuration of the README's results.
-"""
+"""The default optimizer of :func:`fit`: Adam with a gradient clip, warm-up and cosine
+decay, each knob defaulting to the tuned ``tfp_realnvp.options.TRAINING_DEFAULTS``."""
 
 from __future__ import annotations
 
@@ -22,8 +18,8 @@ _SCHEDULES = ("cosine", "constant")
 
 
 class ScaledLearningRate(tf_keras.optimizers.schedules.LearningRateSchedule):
-  """``base(step) * factor``, where ``factor`` is a variable that :func:`fit`
-  lowers after a non-finite step (``nonfinite_learning_rate_factor``)."""
+  """``base(step) * factor``; :func:`fit` lowers the ``factor`` variable after a
+  non-finite step (``nonfinite_learning_rate_factor``)."""
 
   def __init__(self, base, factor: tf.Variable | None = None):
     self.base = base
@@ -62,11 +58,8 @@ def _real(value) -> bool:
       and math.isfinite(value)
 
 
-def default_optimizer(steps: int,
-                      *,
-                      learning_rate: float = _D.learning_rate,
-                      schedule: str = _D.schedule,
-                      warmup_steps: int = _D.warmup_steps,
+def default_optimizer(steps: int, *, learning_rate: float = _D.learning_rate,
+                      schedule: str = _D.schedule, warmup_steps: int = _D.warmup_steps,
                       final_learning_rate_fraction: float = _D.final_learning_rate_fraction,
                       clip_norm: float | None = _D.clip_norm,
                       weight_decay: float = _D.weight_decay) -> tf_keras.optimizers.Optimizer:
@@ -81,13 +74,9 @@ def default_optimizer(steps: int,
   ```
 
   with ``f = final_learning_rate_fraction``; ``"constant"`` keeps ``r``.  The
-  gradients are clipped to global norm ``clip_norm`` before Adam sees them
-  (``global_clipnorm``); ``weight_decay > 0`` selects AdamW's decoupled decay.
-  The learning rate is a :class:`ScaledLearningRate`, so that ``fit`` can
-  lower it after a non-finite step.  Under a ``tf.distribute`` strategy, call
-  it inside ``strategy.scope()``.
-
-  Example:
+  learning rate is a :class:`ScaledLearningRate`, so that ``fit`` can lower it
+  after a non-finite step.  Under a ``tf.distribute`` strategy, call it inside
+  ``strategy.scope()``.
 
   ```python
   import tfp_realnvp
@@ -103,10 +92,9 @@ def default_optimizer(steps: int,
     learning_rate: peak learning rate.
     schedule: ``"cosine"`` (warm-up, then cosine decay) or ``"constant"``.
     warmup_steps: steps of the linear warm-up (``"cosine"`` only), >= 0.
-    final_learning_rate_fraction: end of the cosine decay as a fraction of
-      ``learning_rate``, in [0, 1].
-    clip_norm: clip the global gradient norm to this value; ``None``: no clip.
-    weight_decay: decoupled weight decay per unit learning rate, in [0, 1).
+    final_learning_rate_fraction: end of the cosine decay as a fraction of ``learning_rate``.
+    clip_norm: clip the gradients to this global norm (before Adam); ``None``: no clip.
+    weight_decay: decoupled weight decay per unit learning rate, in [0, 1) (>0: ``AdamW``).
 
   Returns:
     A ``tf_keras.optimizers.Adam`` (or ``AdamW``).

@@ -1,6 +1,4 @@
-"""The compiled training step of :func:`fit`: finite steps are applied, a
-non-finite one is skipped (and may roll back and cut the learning rate),
-under an optional ``tf.distribute`` strategy; and a loop of such steps."""
+"""The compiled training steps of :func:`fit`, which skip non-finite updates."""
 
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ class TrainingSteps:
     self.variables, self.optimizer, self.strategy = variables, optimizer, strategy
     self.batch_log_prob, self.batch_size, self.after_apply = batch_log_prob, batch_size, after_apply
     self.max_nonfinite_steps, self.lr_cut, self.lr_factor = max_nonfinite_steps, lr_cut, lr_factor
-    self.dtype, self.jit_compile, self._ran = dtype, jit_compile, False
-    self.iterator = iterator
+    self.dtype, self.jit_compile, self._ran, self.iterator = dtype, jit_compile, False, iterator
     takes = "skip_gradients_aggregation" in inspect.signature(optimizer.apply_gradients).parameters
     self._no_aggregation = {"skip_gradients_aggregation": True} if takes else {}
     self.nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
@@ -40,9 +37,7 @@ class TrainingSteps:
 
   def _loss_and_grads(self, batch):
     with tf.GradientTape() as tape:
-      # Sum over the batch's rows divided by the global batch size: under a
-      # strategy, summing the replicas' losses and gradients gives those of
-      # the global mean.
+      # Divided by the global batch size: the sum over replicas is the global mean.
       loss = -tf.reduce_sum(self.batch_log_prob(batch)) / self.batch_size
     grads = tape.gradient(loss, self.variables)
     return loss, [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
@@ -55,9 +50,8 @@ class TrainingSteps:
     def apply():
       for saved, v in zip(self.previous, self.variables):
         saved.assign(v)
-      # The gradients are already whole (summed over replicas below); the
-      # optimizer's own aggregation would only add a custom gradient per
-      # trace, which TensorFlow registers globally (the traced graph leaks).
+      # The gradients are already summed over replicas; the optimizer's aggregation
+      # would register a custom gradient per trace globally (the graph would leak).
       self.optimizer.apply_gradients(zip(grads, self.variables), **self._no_aggregation)
       self.after_apply()
       return tf.constant(0, tf.int64)
@@ -73,9 +67,8 @@ class TrainingSteps:
   def _step(self, batch):
     if self.strategy is None:
       return self._apply_or_skip(*self._loss_and_grads(batch))
-    # Gradients per replica, summed, then one update in cross-replica context
-    # (the optimizer updates every mirrored copy), so that a non-finite step
-    # is skipped by all replicas alike.
+    # Gradients per replica, summed, then one update in cross-replica context, so
+    # that all replicas skip a non-finite step alike.
     s = self.strategy
     losses, grads = s.run(self._loss_and_grads, args=(batch,))
     loss = s.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
@@ -91,8 +84,7 @@ class TrainingSteps:
       return tf.constant(0)
 
   def _compile(self):
-    # No autograph: the step and the loop are plain Python around explicit
-    # tf.cond and tf.while_loop, so there is nothing to convert.
+    # No autograph: the step and loop use explicit tf.cond and tf.while_loop.
     step = tf.function(self._step, jit_compile=self.jit_compile, autograph=False)
 
     def loop(num_steps):

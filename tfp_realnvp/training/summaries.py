@@ -10,10 +10,6 @@ from tqdm.auto import tqdm
 
 __all__ = ["Reporter"]
 
-# Seconds between progress-bar updates when its stream is not a terminal (a
-# log file or CI output), so that the log gets a line now and then, not a flood.
-_LOG_INTERVAL = 60.0
-
 
 class Reporter:
   """Shows each epoch of a :class:`History` on a progress bar and in TensorBoard.
@@ -25,20 +21,19 @@ class Reporter:
 
   def __init__(self, *, total_steps: int, done: int, progress: bool, log_dir, image,
                image_every: int):
-    stream = sys.stderr
-    interactive = getattr(stream, "isatty", lambda: False)()
+    interactive = getattr(sys.stderr, "isatty", lambda: False)()
+    # In a log file (not a terminal), a line a minute rather than a flood.
     self.bar = tqdm(total=total_steps, initial=done, disable=not progress, unit="step",
-                    dynamic_ncols=interactive, desc="fit", file=stream,
-                    mininterval=0.1 if interactive else _LOG_INTERVAL,
-                    maxinterval=10.0 if interactive else 10 * _LOG_INTERVAL)
+                    dynamic_ncols=interactive, desc="fit", file=sys.stderr,
+                    mininterval=0.1 if interactive else 60.0,
+                    maxinterval=10.0 if interactive else 600.0)
     self.total_steps, self.image, self.image_every = total_steps, image, image_every
     self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir is not None else None
 
   def epoch(self, history, chunk: int) -> None:
-    train_nll, val_nll, skipped = (history.train_nll[-1], history.val_nll[-1],
-                                   history.nonfinite_steps[-1])
+    val_nll, skipped = history.val_nll[-1], history.nonfinite_steps[-1]
     self.bar.update(chunk)
-    postfix = {"nll": f"{train_nll:.4f}"}
+    postfix = {"nll": f"{history.train_nll[-1]:.4f}"}
     if not math.isnan(val_nll):
       postfix["val"] = f"{val_nll:.4f}"
     if skipped:
@@ -48,7 +43,7 @@ class Reporter:
       return
     step, epoch = history.step[-1], history.epoch[-1]
     with self.writer.as_default(step=step):
-      tf.summary.scalar("nll/train", train_nll)
+      tf.summary.scalar("nll/train", history.train_nll[-1])
       if not math.isnan(val_nll):
         tf.summary.scalar("nll/validation", val_nll)
       tf.summary.scalar("learning_rate", history.learning_rate[-1])
