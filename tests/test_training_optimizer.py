@@ -9,7 +9,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from tfp_realnvp import fit
-from tfp_realnvp.options import TRAINING_DEFAULTS
+from tfp_realnvp.options import TRAINING_DEFAULTS, TrainingOptions
 from tfp_realnvp.training import default_optimizer
 
 tfd = tfp.distributions
@@ -80,6 +80,9 @@ def test_weight_decay_shrinks_a_weight_the_loss_does_not_use():
     (dict(weight_decay="1e-4"), r"weight_decay must be a number in \[0, 1\)"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
+  # One check serves default_optimizer, TrainingOptions (the CLI and TrainConfig) and fit.
+  with pytest.raises(ValueError, match=message):
+    TrainingOptions(**kwargs)
   steps = kwargs.pop("steps", 100)
   with pytest.raises(ValueError, match=message):
     default_optimizer(steps, **kwargs)

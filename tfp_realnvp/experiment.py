@@ -38,17 +38,6 @@ RUN_MARKER = "run_config.json"
 #: Largest flow the main job builds (a guard against typos such as 10**6 couplings).
 MAX_PARAMETERS = 10**8
 _FINAL_HISTORY = "history.json"
-#: What each training option must be (until TrainingOptions checks itself).
-_TRAINING_RULES = {
-    "steps": ("an integer >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "batch_size": ("an integer >= 1", lambda v: isinstance(v, int) and v >= 1),
-    "warmup_steps": ("an integer >= 0", lambda v: isinstance(v, int) and v >= 0),
-    "learning_rate": ("a positive number", lambda v: v > 0),
-    "final_learning_rate_fraction": ("a number in [0, 1]", lambda v: 0 <= v <= 1),
-    "clip_norm": ("a positive number or None", lambda v: v is None or v > 0),
-    "weight_decay": ("a number in [0, 1)", lambda v: 0 <= v < 1),
-    "ema_decay": ("a number in [0, 1) or None", lambda v: v is None or 0 <= v < 1),
-}
 _OPTIMIZER_KNOBS = ("learning_rate", "schedule", "warmup_steps", "final_learning_rate_fraction",
                     "clip_norm", "weight_decay")
 
@@ -81,9 +70,6 @@ class TrainConfig:
         raise ValueError(f"{name} must be an integer >= 2, got {getattr(self, name)!r}")
     if not 0.0 < self.validation_fraction < 1.0:
       raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-    for name, (expected, ok) in _TRAINING_RULES.items():
-      if not ok(getattr(self.training, name)):
-        raise ValueError(f"{name} must be {expected}, got {getattr(self.training, name)!r}")
     size = minimum_parameter_count(dataset.event_size, self.flow)
     if size > MAX_PARAMETERS:
       raise ValueError(

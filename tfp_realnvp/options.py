@@ -14,12 +14,15 @@ import dataclasses
 import math
 import numbers
 
-__all__ = ["COUPLINGS", "PERMUTATIONS", "FlowOptions", "TrainingOptions", "option_help", "is_int"]
+__all__ = ["COUPLINGS", "PERMUTATIONS", "SCHEDULES", "FlowOptions", "TrainingOptions", "option_help",
+           "is_int"]
 
 #: Coupling transforms by name (``coupling=`` may also be a factory, see ``couplings``).
 COUPLINGS = ("affine", "additive", "spline")
 #: Mixing steps between couplings by name.
 PERMUTATIONS = ("reverse", "random", "lu")
+#: Learning-rate schedules of the default optimizer by name.
+SCHEDULES = ("cosine", "constant")
 
 
 def _option(default, help_text: str, *, choices=None, cli: bool = True):
@@ -32,9 +35,12 @@ def is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _finite(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive_finite(value) -> bool:
-  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value) and value > 0)
+  return _finite(value) and value > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +121,7 @@ class TrainingOptions:
   batch_size: int = _option(512, "points per step")
   learning_rate: float = _option(2e-3, "peak learning rate of Adam")
   schedule: str = _option("cosine", "learning-rate schedule: linear warm-up then cosine "
-                          "decay, or constant", choices=("cosine", "constant"))
+                          "decay, or constant", choices=SCHEDULES)
   warmup_steps: int = _option(100, "warm-up steps of the cosine schedule")
   final_learning_rate_fraction: float = _option(
       0.0, "end of the cosine decay, as a fraction of the peak learning rate")
@@ -124,6 +130,26 @@ class TrainingOptions:
   ema_decay: float | None = _option(
       0.99, "decay of the moving average of the weights that is validated and kept "
       "(none: off)")
+
+  def __post_init__(self):
+    for name, (expected, ok) in _TRAINING_RULES.items():
+      if not ok(getattr(self, name)):
+        raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+#: What each training option must be: the one check that ``fit``, ``default_optimizer``
+#: and the command line share.
+_TRAINING_RULES = {
+    "steps": ("a positive integer", lambda v: is_int(v) and v >= 1),
+    "batch_size": ("a positive integer", lambda v: is_int(v) and v >= 1),
+    "learning_rate": ("a positive finite number", _positive_finite),
+    "schedule": (f"one of {SCHEDULES}", lambda v: v in SCHEDULES),
+    "warmup_steps": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "final_learning_rate_fraction": ("a number in [0, 1]", lambda v: _finite(v) and 0 <= v <= 1),
+    "clip_norm": ("a positive number or None", lambda v: v is None or _positive_finite(v)),
+    "weight_decay": ("a number in [0, 1)", lambda v: _finite(v) and 0 <= v < 1),
+    "ema_decay": ("in (0, 1) or None", lambda v: v is None or (_finite(v) and 0 < v < 1)),
+}
 
 
 def option_help(cls, name: str) -> str:

@@ -13,7 +13,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from tfp_realnvp.options import TRAINING_DEFAULTS as _D
-from tfp_realnvp.options import is_int
+from tfp_realnvp.options import TrainingOptions, is_int
 from tfp_realnvp.training.averaging import WeightAverage
 from tfp_realnvp.training.checkpoints import Checkpoints, History
 from tfp_realnvp.training.data import event_size, prepare
@@ -51,9 +51,7 @@ def _check_arguments(values: dict) -> None:
   cut = values["nonfinite_learning_rate_factor"]
   if cut is not None and not 0 < cut < 1:
     raise ValueError(f"nonfinite_learning_rate_factor must be in (0, 1), got {cut!r}")
-  decay = values["ema_decay"]
-  if decay is not None and (isinstance(decay, bool) or not 0.0 < decay < 1.0):
-    raise ValueError(f"ema_decay must be in (0, 1) or None, got {decay!r}")
+  TrainingOptions(ema_decay=values["ema_decay"])  # checks it
 
 
 def _clear_cache(distribution) -> None:

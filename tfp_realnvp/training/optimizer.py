@@ -3,18 +3,14 @@ decay, each knob defaulting to the tuned ``tfp_realnvp.options.TRAINING_DEFAULTS
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import tensorflow as tf
 import tf_keras
 
 from tfp_realnvp.options import TRAINING_DEFAULTS as _D
-from tfp_realnvp.options import is_int
+from tfp_realnvp.options import TrainingOptions
 
 __all__ = ["default_optimizer", "ScaledLearningRate"]
 
-_SCHEDULES = ("cosine", "constant")
 
 
 class ScaledLearningRate(tf_keras.optimizers.schedules.LearningRateSchedule):
@@ -46,16 +42,6 @@ def _schedule(steps: int, learning_rate: float, schedule: str, warmup_steps: int
                   warmup_target=learning_rate, warmup_steps=warmup_steps)
   return cosine(initial_learning_rate=learning_rate, decay_steps=max(steps, 1),
                 alpha=final_fraction)
-
-
-def _check(name: str, value, ok: bool, expected: str) -> None:
-  if not ok:
-    raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _real(value) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool) \
-      and math.isfinite(value)
 
 
 def default_optimizer(steps: int, *, learning_rate: float = _D.learning_rate,
@@ -99,19 +85,9 @@ def default_optimizer(steps: int, *, learning_rate: float = _D.learning_rate,
   Returns:
     A ``tf_keras.optimizers.Adam`` (or ``AdamW``).
   """
-  _check("steps", steps, is_int(steps) and steps >= 1, "a positive integer")
-  _check("learning_rate", learning_rate, _real(learning_rate) and learning_rate > 0,
-         "a positive finite number")
-  _check("schedule", schedule, schedule in _SCHEDULES, f"one of {_SCHEDULES}")
-  _check("warmup_steps", warmup_steps, is_int(warmup_steps) and warmup_steps >= 0,
-         "an integer >= 0")
-  _check("final_learning_rate_fraction", final_learning_rate_fraction,
-         _real(final_learning_rate_fraction) and 0 <= final_learning_rate_fraction <= 1,
-         "a number in [0, 1]")
-  _check("clip_norm", clip_norm, clip_norm is None or (_real(clip_norm) and clip_norm > 0),
-         "a positive number or None")
-  _check("weight_decay", weight_decay, _real(weight_decay) and 0 <= weight_decay < 1,
-         "a number in [0, 1)")
+  TrainingOptions(steps=steps, learning_rate=learning_rate, schedule=schedule,
+                  warmup_steps=warmup_steps, clip_norm=clip_norm, weight_decay=weight_decay,
+                  final_learning_rate_fraction=final_learning_rate_fraction)  # checks them
   rate = ScaledLearningRate(_schedule(int(steps), float(learning_rate), schedule,
                                       int(warmup_steps), float(final_learning_rate_fraction)))
   clip = None if clip_norm is None else float(clip_norm)
