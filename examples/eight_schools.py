@@ -59,7 +59,7 @@ def ground_truth():
   return identity.ground_truth_mean, identity.ground_truth_standard_deviation
 
 
-def run(*, steps: int = 3000, sample_size: int = 64, learning_rate: float = 1e-3,
+def run(*, steps: int = 3000, sample_size: int = 256, learning_rate: float = 3e-3,
         num_couplings: int = 8, hidden_units=(64, 64), eval_samples: int = 20000,
         seed: int = 0) -> dict:
   tf_keras.utils.set_random_seed(seed)
@@ -85,8 +85,8 @@ def run(*, steps: int = 3000, sample_size: int = 64, learning_rate: float = 1e-3
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=3000)
-  parser.add_argument("--sample-size", type=int, default=64)
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
+  parser.add_argument("--sample-size", type=int, default=256)
+  parser.add_argument("--learning-rate", type=float, default=3e-3)
   parser.add_argument("--num-couplings", type=int, default=8)
   parser.add_argument("--hidden-units", type=int, nargs="+", default=[64, 64])
   parser.add_argument("--eval-samples", type=int, default=20000)
