@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp.options import is_int
+from tfp_realnvp.options import TrainingOptions
 
 __all__ = ["TrainingData", "as_array", "event_size", "prepare"]
 
@@ -141,8 +141,7 @@ def prepare(distribution, data, conditional_input, validation_data, *, batch_siz
   """Checks ``data`` (an array or a ``tf.data.Dataset``) and builds the pipeline."""
   size = event_size(distribution)
   dtype = getattr(distribution.dtype, "as_numpy_dtype", np.float32)
-  if not is_int(batch_size) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  TrainingOptions(batch_size=batch_size)  # checks it
   if batch_size % replicas:
     raise ValueError(
         f"batch_size ({batch_size}) must be divisible by the {replicas} replicas of the strategy")
