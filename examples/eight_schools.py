@@ -29,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 import tf_keras  # noqa: E402
 
+from tfp_realnvp.training import default_optimizer  # noqa: E402
 from tfp_realnvp.vi import build_realnvp_surrogate_posterior  # noqa: E402
 
 tfd = tfp.distributions
@@ -67,8 +68,9 @@ def run(*, steps: int = 3000, sample_size: int = 256, learning_rate: float = 3e-
   q = build_realnvp_surrogate_posterior(
       pinned.event_shape, pinned.experimental_default_event_space_bijector(),
       num_couplings=num_couplings, hidden_units=hidden_units, seed=seed)
-  optimizer = tf_keras.optimizers.Adam(
-      tf_keras.optimizers.schedules.CosineDecay(learning_rate, steps))
+  # Adam, a linear warm-up over the first 10% of the steps, then cosine decay.
+  optimizer = default_optimizer(steps, learning_rate=learning_rate, warmup_steps=steps // 10,
+                                clip_norm=None)
   start = time.perf_counter()
   losses = tfp.vi.fit_surrogate_posterior(
       pinned.unnormalized_log_prob, q, optimizer, num_steps=steps,
