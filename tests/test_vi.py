@@ -201,22 +201,21 @@ def test_benchmark_quick_mode_writes_results(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("inference_gym") is None,
                     reason="inference_gym is not installed (pip install inference-gym)")
-@pytest.mark.parametrize("activation, stays_finite", [("tanh", True), ("relu", False)])
-def test_default_networks_survive_adams_first_steps_on_stochastic_volatility(
-    activation, stays_finite):
+def test_default_networks_survive_adams_first_steps_on_stochastic_volatility():
   # The first ELBO is about -6e5, and Adam's first steps move every weight alike.  With relu
   # networks (shift and log-scale growing with the input) that compounds through the couplings
-  # until a sample saturates the persistence's sigmoid and the ELBO is -inf; the VI default, tanh,
-  # keeps every coupling's shift bounded.  Same seed, same constant learning rate, no warm-up.
+  # until a sample saturates the persistence's sigmoid and the ELBO is -inf: with
+  # activation="relu" this same test got a non-finite loss within its 30 steps (2026-12-02; not
+  # run here, it costs as much again).  The VI default, tanh, keeps every coupling's shift bounded.  Plain
+  # Adam at a constant 3e-3, no warm-up, no clipping.
   import inference_gym.using_tensorflow as gym  # pylint: disable=import-outside-toplevel
   from benchmarks.vi.run import gym_target  # pylint: disable=import-outside-toplevel
+  assert tfp_realnvp.vi.VI_FLOW_DEFAULTS["activation"] == "tanh"
   model = gym.targets.StochasticVolatilitySP500Small()
   q = build_realnvp_surrogate_posterior(model.event_shape, model.default_event_space_bijector,
-                                        activation=activation, seed=0)
-  assert activation == "tanh" or tfp_realnvp.vi.VI_FLOW_DEFAULTS["activation"] == "tanh"
+                                        seed=0)
   losses = tfp.vi.fit_surrogate_posterior(
       gym_target(model), q, tf_keras.optimizers.Adam(3e-3), num_steps=30, sample_size=256,
       seed=(0, 1)).numpy()
-  assert np.all(np.isfinite(losses)) == stays_finite, losses
-  if stays_finite:
-    assert losses[-1] < 0.1 * losses[0]
+  assert np.all(np.isfinite(losses)), losses
+  assert losses[-1] < 0.1 * losses[0]
