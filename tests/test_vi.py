@@ -206,8 +206,8 @@ def test_default_networks_survive_adams_first_steps_on_stochastic_volatility():
   # networks (shift and log-scale growing with the input) that compounds through the couplings
   # until a sample saturates the persistence's sigmoid and the ELBO is -inf: with
   # activation="relu" this same test got a non-finite loss within its 30 steps (2026-12-02; not
-  # run here, it costs as much again).  The VI default, tanh, keeps every coupling's shift bounded.  Plain
-  # Adam at a constant 3e-3, no warm-up, no clipping.
+  # run here, it costs as much again).  The VI default, tanh, keeps every coupling's shift
+  # bounded.  Plain Adam at a constant 3e-3, no warm-up, no clipping.
   import inference_gym.using_tensorflow as gym  # pylint: disable=import-outside-toplevel
   from benchmarks.vi.run import gym_target  # pylint: disable=import-outside-toplevel
   assert tfp_realnvp.vi.VI_FLOW_DEFAULTS["activation"] == "tanh"

@@ -7,7 +7,8 @@ Run from the repository root:
 Every contestant is trained by ``tfp.vi.fit_surrogate_posterior`` (graph mode)
 with the same optimizer (Adam: a linear warm-up over ``--warmup-fraction`` of
 the steps, then cosine decay, gradients clipped to a global norm of
-``--clip-norm``; ``tfp_realnvp.training.default_optimizer``), steps, Monte Carlo sample size per step and seeds:
+``--clip-norm``; ``tfp_realnvp.training.default_optimizer``), steps, Monte
+Carlo sample size per step and seeds:
 
 * ``realnvp_affine`` / ``realnvp_spline``: ``tfp_realnvp.vi.
   build_realnvp_surrogate_posterior`` with its VI defaults (affine, spline).
@@ -296,7 +297,8 @@ def markdown(summary: list[dict], settings: dict) -> str:
            "Command: `" + settings["command"] + "`", "",
            f"Settings: {settings['steps']} steps, {settings['sample_size']} samples per step, "
            f"Adam {settings['learning_rate']} ({settings['warmup_fraction']:.0%} warm-up, then "
-           f"cosine decay; gradient norm clipped to {settings['clip_norm']}), {settings['seeds']} seed(s), "
+           f"cosine decay; gradient norm clipped to {settings['clip_norm']}), "
+           f"{settings['seeds']} seed(s), "
            f"final ELBO from {settings['eval_samples']} samples. Medians over seeds; errors "
            "are standardized by the ground-truth sd. Time per step: "
            + ("interleaved blocks after training." if settings["timing_rounds"] else
