@@ -128,6 +128,26 @@ def test_adapt_puts_log_prob_in_data_units():
     flow.adapt(np.full((10, 2), np.nan))
 
 
+def test_trainable_normalization_is_trained_and_stays_positive():
+  rng = np.random.default_rng(3)
+  data = rng.normal([50.0, -3.0], [20.0, 0.5], size=(2048, 2)).astype(np.float32)
+  fixed = RealNVP(2, num_couplings=2, hidden_units=(8,))
+  learned = RealNVP(2, num_couplings=2, hidden_units=(8,), trainable_normalization=True)
+  assert len(learned.trainable_variables) == len(fixed.trainable_variables) + 2
+  np.testing.assert_allclose(learned.scale.numpy(), [1.0, 1.0])
+  learned.adapt(data)  # sets the starting point, as for a fixed normalization
+  np.testing.assert_allclose(learned.scale.numpy(), data.std(0), rtol=1e-5)
+  learned.loc.assign([0.0, 0.0])
+  learned.scale.assign([1.0, 1.0])
+  fit(learned, data, steps=300, batch_size=256, learning_rate=5e-2, ema_decay=None,
+      progress=False)
+  # Trained from (0, 1) by the likelihood alone, through exp: positive throughout.
+  assert np.all(learned.scale.numpy() > 0)
+  assert learned.log_prob(data).numpy().mean() > fixed.log_prob(data).numpy().mean() + 100
+  np.testing.assert_array_less(np.abs(learned.sample(4000, seed=1).numpy().mean(0) - [50, -3]),
+                               [4.0, 0.5])
+
+
 def test_float64_end_to_end():
   flow = _flow(2, tf.float64)
   x = flow.sample(4, seed=1)
@@ -435,7 +455,7 @@ def test_options_are_the_flow_options_with_tuned_defaults():
   assert set(small.config) == {
       "event_size", "num_couplings", "hidden_units", "activation", "permutation",
       "log_scale_bound", "conditional_size", "coupling", "spline_bins", "spline_bound",
-      "actnorm", "seed", "dtype", "validate_args", "name"}
+      "actnorm", "trainable_normalization", "seed", "dtype", "validate_args", "name"}
   assert small.config["hidden_units"] == [8] and small.config["dtype"] == "float32"
   rebuilt = RealNVP(**small.config)
   assert rebuilt.options == small.options

@@ -175,10 +175,28 @@ def test_monte_carlo_loss_and_a_hand_written_tape_reach_every_variable():
   assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
 
 
-def test_saved_flow_rebuilds_the_same_surrogate(tmp_path):
+def test_spline_surrogate_learns_a_location_and_scale_beyond_its_bound():
+  # A spline is the identity outside [-spline_bound, spline_bound]: the posterior
+  # N((30, -20), (5, 0.5)) is out of its reach without the trained normalization.
+  mean, sd = np.float32([30.0, -20.0]), np.float32([5.0, 0.5])
+  target = tfd.MultivariateNormalDiag(mean, sd).log_prob
+  q = build_realnvp_surrogate_posterior([2], coupling="spline", seed=0, **SMALL)
+  assert q.distribution.config["trainable_normalization"]
+  assert not build_realnvp_surrogate_posterior([2], **SMALL).distribution.config[
+      "trainable_normalization"]
+  tfp.vi.fit_surrogate_posterior(
+      target, q, tf_keras.optimizers.Adam(tf_keras.optimizers.schedules.CosineDecay(5e-2, 400)),
+      num_steps=400, sample_size=64, seed=(0, 1))
+  x = q.sample(20000, seed=(2, 3)).numpy()
+  np.testing.assert_array_less(np.abs(x.mean(0) - mean), 0.1 * sd)
+  np.testing.assert_allclose(x.std(0), sd, rtol=0.1)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "spline"])
+def test_saved_flow_rebuilds_the_same_surrogate(tmp_path, coupling):
   pinned, _ = _conjugate_model()
   bijector = pinned.experimental_default_event_space_bijector()
-  q = build_realnvp_surrogate_posterior(pinned.event_shape, bijector, **SMALL)
+  q = build_realnvp_surrogate_posterior(pinned.event_shape, bijector, coupling=coupling, **SMALL)
   for v in q.trainable_variables:
     v.assign(v + 0.2 * tf.random.stateless_normal(v.shape, (1, 3), dtype=v.dtype))
   x = q.sample(10, seed=(3, 4))

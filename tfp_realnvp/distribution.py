@@ -115,7 +115,9 @@ class RealNVP(_td._TransformedDistribution):
   Args:
     event_size: dimensions of an event, at least 2.
     loc, scale: initial data normalization (default 0 and 1); giving either
-      marks the flow as adapted.
+      marks the flow as adapted.  With ``trainable_normalization=True`` both
+      are trained with the weights (the scale as ``exp`` of a variable), as a
+      surrogate posterior needs (:mod:`tfp_realnvp.vi`).
     seed: seed of random permutations; with ``permutation="random"`` and none
       given, one is drawn and recorded in :attr:`config`.
     dtype: ``tf.float32`` or ``tf.float64``.
@@ -142,11 +144,16 @@ class RealNVP(_td._TransformedDistribution):
       if bijector is None:
         couplings = real_nvp_bijector(event_size, options, seed=seed, dtype=dtype,
                                       validate_args=validate_args, name=_FLOW_NAME)
-        bijector = DataUnitsChain(
-            *(tf.Variable(np.broadcast_to(default if v is None else v, [event_size]),
-                          dtype=dtype, trainable=False, name=n)
-              for v, default, n in ((loc, 0.0, "loc"), (scale, 1.0, "scale"))),
-            couplings, options.conditional_size, validate_args=validate_args)
+        learn = options.trainable_normalization
+        loc_var, scale_var = (np.broadcast_to(np.asarray(default if v is None else v,
+                                                         dtype.as_numpy_dtype), [event_size])
+                              for v, default in ((loc, 0.0), (scale, 1.0)))
+        loc_var = tf.Variable(loc_var, trainable=learn, name="loc")
+        # Trained, the scale is exp(a variable), so that it stays positive.
+        scale_var = (tfp.util.TransformedVariable(scale_var, tfb.Exp(), name="scale") if learn
+                     else tf.Variable(scale_var, trainable=False, name="scale"))
+        bijector = DataUnitsChain(loc_var, scale_var, couplings, options.conditional_size,
+                                  validate_args=validate_args)
         bijector.adapted.assign(loc is not None or scale is not None)
       parameters["bijector"] = bijector
       self._event_size = int(event_size)

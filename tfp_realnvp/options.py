@@ -64,6 +64,9 @@ class FlowOptions:
       4.0, "each spline acts on [-bound, bound] of normalized units, identity outside")
   actnorm: bool = _option(False, "add data-initialized activation normalization between couplings")
   conditional_size: int = _option(0, "size of a conditioning vector, 0 for none", cli=False)
+  trainable_normalization: bool = _option(
+      False, "train the normalization (loc, log scale) with the weights, as variational "
+      "inference needs", cli=False)
 
   def __post_init__(self):
     hidden = self.hidden_units
@@ -93,8 +96,9 @@ class FlowOptions:
     if not _positive_finite(self.spline_bound):
       raise ValueError(
           f"spline_bound must be a positive finite number, got {self.spline_bound!r}")
-    if not isinstance(self.actnorm, bool):
-      raise ValueError(f"actnorm must be True or False, got {self.actnorm!r}")
+    for name in ("actnorm", "trainable_normalization"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
   @classmethod
   def from_kwargs(cls, kwargs: dict, where: str = "RealNVP") -> "FlowOptions":
