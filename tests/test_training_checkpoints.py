@@ -110,6 +110,14 @@ def test_a_kill_at_any_stage_resumes_in_one_call_to_the_same_result(tmp_path, mo
   assert not list(tmp_path.glob("*_temp*"))
 
 
+def test_a_checkpoint_of_another_optimizer_is_refused_not_half_restored(tmp_path):
+  # Restoring the weights but not Adam's moments and step would restart the schedule's
+  # warm-up silently; the current Adam was fit's default before the fused legacy one.
+  _run(tmp_path, steps=40, optimizer=tf_keras.optimizers.Adam(1e-3))
+  with pytest.raises(ValueError, match="does not match this run.*new checkpoint_dir"):
+    _run(tmp_path, steps=100)
+
+
 def test_a_checkpoint_without_its_history_falls_back_to_the_previous_one(tmp_path, straight):
   # What a kill between the checkpoint and its history left in earlier versions.
   _run(tmp_path)

@@ -11,12 +11,13 @@ import tf_keras
 from tfp_realnvp import fit
 from tfp_realnvp.options import TRAINING_DEFAULTS, TrainingOptions
 from tfp_realnvp.training import default_optimizer
+from tfp_realnvp.training.optimizer import build_slots, learning_rate_schedule
 
 tfd = tfp.distributions
 
 
 def _rate(optimizer, step):
-  return float(optimizer._learning_rate(tf.constant(step, tf.int64)))
+  return float(learning_rate_schedule(optimizer)(tf.constant(step, tf.int64)))
 
 
 def test_warmup_then_cosine_follows_the_formula():
@@ -36,7 +37,7 @@ def test_constant_schedule_and_the_defaults_come_from_training_defaults():
   assert _rate(default_optimizer(10, schedule="constant", learning_rate=0.3), 7) == \
       pytest.approx(0.3)
   optimizer = default_optimizer(TRAINING_DEFAULTS.steps)
-  assert isinstance(optimizer, tf_keras.optimizers.Adam)
+  assert isinstance(optimizer, tf_keras.optimizers.legacy.Adam)
   assert optimizer.global_clipnorm == TRAINING_DEFAULTS.clip_norm
   assert _rate(optimizer, TRAINING_DEFAULTS.warmup_steps) == \
       pytest.approx(TRAINING_DEFAULTS.learning_rate, rel=1e-6)
@@ -47,10 +48,36 @@ def test_gradients_are_clipped_to_the_global_norm_before_adam():
   # clipped gradient Adam sees: its first moment after one step is (1 - beta1) g.
   v = tf.Variable([0.0, 0.0])
   optimizer = default_optimizer(10, schedule="constant", clip_norm=1.0)
-  optimizer.build([v])
+  build_slots(optimizer, [v])
   optimizer.apply_gradients([(tf.constant([30.0, 40.0]), v)])
-  m = optimizer.variables[1].numpy()  # [iterations, m, v]
+  m = optimizer.get_slot(v, "m").numpy()
   np.testing.assert_allclose(m, 0.1 * np.array([0.6, 0.8]), rtol=1e-6)
+
+
+def test_fused_legacy_adam_takes_the_steps_of_the_current_adam():
+  # Same schedule and clip in both: only the kernels differ (one fused op per variable).
+  rng = np.random.default_rng(1)
+  grads = [rng.normal(size=(3, 4)).astype(np.float32) * 10 ** rng.uniform(-3, 2)
+           for _ in range(20)]
+  legacy = default_optimizer(20, learning_rate=0.05, warmup_steps=5, clip_norm=5.0)
+  current = tf_keras.optimizers.Adam(learning_rate_schedule(legacy), global_clipnorm=5.0)
+  weights = []
+  for optimizer in (legacy, current):
+    v = tf.Variable(np.ones((3, 4), np.float32))
+    build_slots(optimizer, [v])
+    for g in grads:
+      optimizer.apply_gradients([(tf.constant(g), v)])
+    weights.append(v.numpy())
+  np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(weights[0], 1.0)
+
+
+def test_under_a_strategy_the_default_is_the_current_adam():
+  # The legacy optimizer refuses fit's cross-replica update of the summed gradients.
+  with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+    optimizer = default_optimizer(10)
+  assert isinstance(optimizer, tf_keras.optimizers.Adam)
+  assert optimizer.global_clipnorm == TRAINING_DEFAULTS.clip_norm
 
 
 def test_weight_decay_shrinks_a_weight_the_loss_does_not_use():

@@ -27,7 +27,7 @@ from tfp_realnvp.training import default_optimizer  # noqa: E402
 from tfp_realnvp.training import loop as fit_loop  # noqa: E402
 from tfp_realnvp.training.averaging import WeightAverage  # noqa: E402
 from tfp_realnvp.training.data import prepare  # noqa: E402
-from tfp_realnvp.training.optimizer import learning_rate_factor  # noqa: E402
+from tfp_realnvp.training.optimizer import build_slots, learning_rate_factor  # noqa: E402
 from tfp_realnvp.training.step import TrainingSteps  # noqa: E402
 
 protocol.mark_imported()
@@ -65,7 +65,7 @@ class OursModel(protocol.Model):
     data = prepare(self.flow, self.data.train, None, None, batch_size=batch, replicas=1,
                    seed=self.seed)
     optimizer = default_optimizer(self.settings["steps"])
-    optimizer.build(variables)
+    build_slots(optimizer, variables)
     average = WeightAverage(variables, self.settings["ema_decay"])
     defaults = fit_defaults()
     return TrainingSteps(

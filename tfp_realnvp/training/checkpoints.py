@@ -86,7 +86,15 @@ class Checkpoints:
     for path in reversed(self.manager.checkpoints):
       saved = self._history_path(path)
       if saved.exists() and pathlib.Path(path + ".index").exists():
-        self.checkpoint.restore(path).expect_partial()
+        status = self.checkpoint.restore(path).expect_partial()
+        try:
+          status.assert_existing_objects_matched()
+        except AssertionError as e:
+          raise ValueError(
+              f"checkpoint {path} does not match this run (another model, optimizer or "
+              "weight-average setting; earlier versions of fit used another optimizer): "
+              "resume with the settings that wrote it, or use a new checkpoint_dir. "
+              f"({str(e).splitlines()[0]})") from e
         payload = json.loads(saved.read_text())
         history = History.from_dict(payload["history"])
         history.resumed_from_step = history.step[-1] if history.step else 0

@@ -17,7 +17,8 @@ from tfp_realnvp.options import TrainingOptions, is_int
 from tfp_realnvp.training.averaging import WeightAverage
 from tfp_realnvp.training.checkpoints import Checkpoints, History
 from tfp_realnvp.training.data import event_size, prepare
-from tfp_realnvp.training.optimizer import default_optimizer, learning_rate_factor
+from tfp_realnvp.training.optimizer import (build_slots, default_optimizer, learning_rate_factor,
+                                            learning_rate_schedule)
 from tfp_realnvp.training.step import TrainingSteps
 from tfp_realnvp.training.summaries import Reporter
 
@@ -155,7 +156,7 @@ def fit(distribution, data, *, steps: int | None = None, epochs: int | None = No
   with strategy.scope() if strategy is not None else contextlib.nullcontext():
     if optimizer is None:
       optimizer = default_optimizer(total_steps, learning_rate=learning_rate)
-    optimizer.build(variables)
+    build_slots(optimizer, variables)
     lr_factor = learning_rate_factor(optimizer)
     average = WeightAverage(variables, ema_decay)
     best = [tf.Variable(v, trainable=False, name="best") for v in variables] \
@@ -304,7 +305,7 @@ def _keep_best(history, state, best, average) -> None:
 
 
 def _learning_rate(optimizer) -> float:
-  lr = optimizer.learning_rate
+  lr = learning_rate_schedule(optimizer)
   return float(tf.convert_to_tensor(lr(optimizer.iterations) if callable(lr) else lr))
 
 

@@ -28,8 +28,11 @@ class TrainingSteps:
     self.batch_log_prob, self.batch_size, self.after_apply = batch_log_prob, batch_size, after_apply
     self.max_nonfinite_steps, self.lr_cut, self.lr_factor = max_nonfinite_steps, lr_cut, lr_factor
     self.dtype, self.jit_compile, self._ran, self.iterator = dtype, jit_compile, False, iterator
-    takes = "skip_gradients_aggregation" in inspect.signature(optimizer.apply_gradients).parameters
-    self._no_aggregation = {"skip_gradients_aggregation": True} if takes else {}
+    takes = inspect.signature(optimizer.apply_gradients).parameters
+    self._no_aggregation = ({"skip_gradients_aggregation": True}
+                            if "skip_gradients_aggregation" in takes else
+                            {"experimental_aggregate_gradients": False}
+                            if "experimental_aggregate_gradients" in takes else {})
     self.nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
     self.previous = [tf.Variable(v, trainable=False, name="previous") for v in variables] \
         if lr_cut is not None else []
