@@ -188,3 +188,12 @@ def test_fit_arguments_carry_the_training_options():
   assert float(optimizer.learning_rate) == pytest.approx(3e-6)
   default = bench.fit_kwargs(bench.BenchSettings.quick(), 3e-4, 100)["optimizer"]
   assert default.global_clipnorm == TRAINING_DEFAULTS.clip_norm
+
+
+def test_step_profile_times_every_variant_against_the_first():
+  from benchmarks import step_profile  # pylint: disable=import-outside-toplevel
+  result = step_profile.main(["--rounds", "1", "--block", "2", "--couplings", "2", "--hidden",
+                              "8", "--batch", "64"])
+  assert set(result) == set(step_profile.VARIANTS)
+  assert result["default"]["ratio"] == 1.0
+  assert all(r["ms"] > 0 and math.isfinite(r["ratio"]) for r in result.values())
