@@ -77,10 +77,11 @@ def test_nll_in_data_units():
 
 def test_learning_rates_are_default_optimizers():
   from tfp_realnvp.training import default_optimizer
+  from tfp_realnvp.training.optimizer import learning_rate_schedule
   for steps in (1000, 30):
     settings = dataclasses.asdict(PeerSettings.full(steps=steps))
     table = protocol.learning_rate_table(settings)
-    schedule = default_optimizer(steps)._learning_rate  # pylint: disable=protected-access
+    schedule = learning_rate_schedule(default_optimizer(steps))
     for t in sorted({0, 1, 28, 29, 30, 50, 99, 100, 101, 500, steps - 1, steps}):
       if t <= steps:
         assert table[t] == pytest.approx(float(schedule(t)), rel=1e-5, abs=1e-9), (steps, t)
