@@ -93,7 +93,8 @@ def main(argv=None) -> dict:
       run(args.block)
       times[name].append((time.perf_counter() - start) / args.block * 1e3)
   base = np.array(times[args.variants[0]])
-  print(f"{'variant':18s} {'ms/step':>8s} {'ratio to ' + args.variants[0]:>22s} {'first call':>11s}")
+  header = "ratio to " + args.variants[0]
+  print(f"{'variant':18s} {'ms/step':>8s} {header:>22s} {'first call':>11s}")
   result = {}
   for name, t in times.items():
     t = np.array(t)

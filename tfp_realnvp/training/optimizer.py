@@ -100,7 +100,8 @@ def default_optimizer(steps: int, *, learning_rate: float = _D.learning_rate,
     # gradients of all replicas.
     return tf_keras.optimizers.Adam(learning_rate=rate, global_clipnorm=clip)
   # The same Adam with one fused kernel (ResourceApplyAdam) per variable instead of about ten
-  # ops: fit's step of 16 couplings took 0.78x the time on one thread (benchmarks/README.md).
+  # ops: fit's step of 16 couplings took 0.93-0.95x the time on one thread and its first call
+  # about 6 s less (python -m benchmarks.step_profile; README, "Against FlowJAX and zuko").
   return tf_keras.optimizers.legacy.Adam(learning_rate=rate, global_clipnorm=clip)
 
 
