@@ -100,8 +100,8 @@ def default_optimizer(steps: int, *, learning_rate: float = _D.learning_rate,
     # gradients of all replicas.
     return tf_keras.optimizers.Adam(learning_rate=rate, global_clipnorm=clip)
   # The same Adam with one fused kernel (ResourceApplyAdam) per variable instead of about ten
-  # ops: fit's step of 16 couplings took 0.93-0.95x the time on one thread and its first call
-  # about 6 s less (python -m benchmarks.step_profile; README, "Against FlowJAX and zuko").
+  # ops: fit's step of 16 couplings took 1/1.15 of the time on one thread and its first call
+  # 7.4 s instead of 10.7 (python -m benchmarks.step_profile; README, "Against FlowJAX and zuko").
   return tf_keras.optimizers.legacy.Adam(learning_rate=rate, global_clipnorm=clip)
 
 
